@@ -50,11 +50,13 @@ TESTLIB_OBJ := $(BUILD)/tests/unit/harness.o
 
 PROGRAMS   :=
 
+BENCH_BIN  := $(BUILD)/bench/engine_bench
+
 .PHONY: all run test asan bench deps deps-test deps-bench clean format check-format unit
 .DEFAULT_GOAL := all
 .SECONDARY:
 
-all: $(LIBTRIEKV) $(PROGRAMS) $(UNIT_BIN)
+all: $(LIBTRIEKV) $(PROGRAMS) $(UNIT_BIN) $(BENCH_BIN)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -70,6 +72,10 @@ $(LIBTRIEKV): $(ENGINE_OBJ)
 $(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(TESTLIB_OBJ) $(LIBTRIEKV)
 	@echo "  LD      $@"
 	@$(CC) $(LDFLAGS) -o $@ $< $(TESTLIB_OBJ) $(LIBTRIEKV) $(LIBS_ENGINE)
+
+$(BUILD)/bench/engine_bench: $(BUILD)/bench/engine_bench.o $(LIBTRIEKV)
+	@echo "  LD      $@"
+	@$(CC) $(LDFLAGS) -o $@ $< $(LIBTRIEKV) $(LIBS_ENGINE)
 
 deps:
 	@sh deploy/deps.sh build

@@ -1,10 +1,12 @@
 /* trie/trie_io_uring.c - the io_uring backend of struct trie_io (liburing).
  *
- * What goes through the ring: writes and fdatasyncs. A write that must be durable is one
+ * What goes through the ring: writes that must be durable and fdatasyncs. Such a write is one
  * submission of a writev linked (IOSQE_IO_LINK) to an fdatasync, so a group commit costs one
  * system call; a checkpoint submits the writes and syncs of every dirty partition at once and the
- * kernel runs them in parallel. Everything else (open, rename, reads, directory fsync) is a plain
- * system call through the POSIX table: batching them gains nothing.
+ * kernel runs them in parallel. A single write that needs no sync is a plain pwritev on the
+ * caller's thread (the ring would punt it to a worker thread and make the caller wait for the
+ * hand-off), and so is everything else (open, rename, reads, directory fsync): batching them gains
+ * nothing.
  *
  * Threads: a ring is not safe for concurrent submitters, so the backend owns a small pool of rings,
  * each behind its own mutex. A caller takes the first free ring (trylock) and only waits when all
@@ -216,6 +218,11 @@ static int uring_submit(void *ctx, struct trie_io_op *ops, size_t n)
 
 static int uring_pwritev(void *ctx, int fd, const struct iovec *iov, int iovcnt, uint64_t off, int sync)
 {
+    /* An append that needs no sync lands in the page cache in about a microsecond with one plain
+     * system call; through the ring it is punted to an io-wq worker and the caller waits for a
+     * thread hand-off (measured: 3x slower for 150-byte commit-log records). */
+    if (!sync)
+        return POSIX_OF(ctx)->pwritev(NULL, fd, iov, iovcnt, off, 0);
     if (sqes_needed(&(struct trie_io_op){.iov = iov, .iovcnt = iovcnt, .sync = sync}) > URING_ENTRIES)
         return POSIX_OF(ctx)->pwritev(NULL, fd, iov, iovcnt, off, sync);
     struct trie_io_op op = {.fd = fd, .iov = iov, .iovcnt = iovcnt, .off = off, .sync = sync};

@@ -29,6 +29,7 @@
 
 #define PART_BIG_VALUE   (64u * 1024) /* values at least this large are written from the record, uncopied */
 #define PART_FILE_MODE   0644
+#define PART_FLUSH_FILES 64 /* partition logs open at once during a flush: bounds file descriptors */
 
 void trie_part_name(const uint8_t *prefix, uint32_t plen, bool tmp, struct kv_buf *out)
 {
@@ -361,10 +362,26 @@ int trie_part_publish(struct triekv *db, const uint8_t *prefix, uint32_t plen)
 
 /* Writes every share: appends to existing logs in one batch (each write followed by its
  * fdatasync), new logs as temporary files published by rename, then one directory fsync. */
+/* One chunk of a flush: at most PART_FLUSH_FILES open at once. */
+static int flush_chunk(struct triekv *db, struct trie_flush *f, size_t n, bool *renamed);
+
 int trie_part_flush(struct triekv *db, struct trie_flush *f, size_t n)
 {
     int rc = KV_OK;
     bool renamed = false;
+    for (size_t i = 0; i < n && rc == KV_OK; i += PART_FLUSH_FILES)
+        rc = flush_chunk(db, f + i, n - i < PART_FLUSH_FILES ? n - i : PART_FLUSH_FILES, &renamed);
+    if (renamed) {
+        int rc2 = db->io->fsync_dir(db->io->ctx, db->dirfd);
+        if (rc == KV_OK)
+            rc = rc2;
+    }
+    return rc;
+}
+
+static int flush_chunk(struct triekv *db, struct trie_flush *f, size_t n, bool *renamed)
+{
+    int rc = KV_OK;
     struct trie_io_op *ops = kv_calloc(n ? n : 1, sizeof *ops);
     size_t nops = 0;
     for (size_t i = 0; i < n; i++)
@@ -395,12 +412,7 @@ int trie_part_flush(struct triekv *db, struct trie_flush *f, size_t n)
         kv_buf_free(&name);
         if (rc == KV_OK)
             rc = trie_part_publish(db, node->prefix, node->plen);
-        renamed = renamed || rc == KV_OK;
-    }
-    if (renamed) {
-        int rc2 = db->io->fsync_dir(db->io->ctx, db->dirfd);
-        if (rc == KV_OK)
-            rc = rc2;
+        *renamed = *renamed || rc == KV_OK;
     }
 out:
     for (size_t i = 0; i < n; i++) {
