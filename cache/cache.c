@@ -116,8 +116,10 @@ static void take_out(struct cache *c, struct cache_entry *e)
 }
 
 /* Walks from the LRU tail, offering entries to evict() until within budget; collects accepted
- * ones in victims[] (at most CACHE_EVICT_BATCH_MAX). Refused entries move to the head so the walk
- * ends after one lap. Called with the lock held; returns how many were collected. */
+ * ones in victims[] (at most CACHE_EVICT_BATCH_MAX). Refused entries move to the head, so one pass
+ * offers each entry at most once; a caller making several passes (evict_and_unlock) may offer a
+ * busy entry again, at most once per pass. Called with the lock held; returns how many were
+ * collected. */
 static size_t collect_victims(struct cache *c, struct cache_entry **victims)
 {
     size_t n = 0;

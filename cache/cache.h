@@ -54,8 +54,8 @@ struct cache_stats {
     uint64_t evicted_bytes;
 };
 
-/* Creates a cache; *out is yours, release it with cache_destroy(). budget_bytes may be 0 (every
- * unpinned entry is evicted as soon as it is unpinned or inserted). */
+/* Creates a cache; *out is yours, release it with cache_destroy(). budget_bytes may be 0: then
+ * every unpinned entry of non-zero size is evicted as soon as it is unpinned or inserted. */
 int cache_create(size_t budget_bytes, cache_evict_fn evict, cache_release_fn release, void *arg,
                  struct cache **out);
 /* Frees the cache only: entries still inside are not released (the owner frees its objects). */

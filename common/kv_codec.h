@@ -1,8 +1,10 @@
 /* common/kv_codec.h - the byte encodings triekv speaks at its edges: partition file names, URL
  * percent-encoding, base64, UTF-8 validation and JSON string output.
  *
- * Decoders are strict: input that an encoder of ours would never produce is rejected with
- * KV_E_INVALID rather than guessed at, so every encoding here is a bijection. */
+ * The name and base64 decoders are strict: input that our encoder would never produce is rejected
+ * with KV_E_INVALID rather than guessed at, so those encodings are bijections. Percent-decoding is
+ * the exception, as URLs require: any byte may be escaped or not, in either hex case; only a
+ * malformed escape is rejected. */
 #ifndef KV_CODEC_H
 #define KV_CODEC_H
 

@@ -313,8 +313,6 @@ struct trie_flush {
     int fd;
 };
 
-int trie_part_flush(struct triekv *db, struct trie_flush *f, size_t n);
-
 /* Writes every share: appends to existing logs in one batch (each write followed by its fdatasync),
  * new logs as temporary files published by rename, then one directory fsync. */
 int trie_part_flush(struct triekv *db, struct trie_flush *f, size_t n);

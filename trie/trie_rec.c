@@ -28,7 +28,8 @@ struct triekv_value *trie_val_create(uint8_t type, uint64_t seq, const uint8_t *
     v->klen = klen;
     v->vlen = vlen;
     v->seq = seq;
-    memcpy(v->bytes, key, klen);
+    if (klen)
+        memcpy(v->bytes, key, klen);
     if (vlen)
         memcpy(v->bytes + klen, val, vlen);
     return v;
@@ -178,6 +179,8 @@ int trie_part_hdr_decode(const uint8_t *p, uint64_t avail, const uint8_t *prefix
         return KV_E_CORRUPT;
     if (kv_get_u32(p + 4) != kv_crc32c(0, p + 8, TRIE_PART_HDR - 8 + got))
         return KV_E_CORRUPT;
+    if (kv_get_u32(p + 12) != 0)
+        return KV_E_CORRUPT;
     if (kv_get_u16(p + 8) != TRIE_FORMAT_VERSION)
         return KV_E_VERSION;
     if (got != plen || (plen && memcmp(p + TRIE_PART_HDR, prefix, plen) != 0))
@@ -217,7 +220,7 @@ int trie_wal_hdr_decode(const uint8_t *p, struct trie_wal_hdr *h)
 int trie_op_next(const uint8_t *payload, uint32_t len, uint32_t *off, struct trie_op_view *op)
 {
     uint32_t o = *off;
-    if (len - o < TRIE_OP_HDR)
+    if (o > len || len - o < TRIE_OP_HDR)
         return KV_E_CORRUPT;
     const uint8_t *h = payload + o;
     op->type = h[0];
