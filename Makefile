@@ -48,7 +48,11 @@ UNIT_SRC   := $(wildcard tests/unit/*/test_*.c)
 UNIT_BIN   := $(patsubst %.c,$(BUILD)/%,$(UNIT_SRC))
 TESTLIB_OBJ := $(BUILD)/tests/unit/harness.o
 
-PROGRAMS   :=
+NODE_SRC   := $(wildcard node/*.c)
+NODE_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(NODE_SRC))
+LIBS_NODE  := -lh2o-evloop -ljansson -lcurl $(LIBS_ENGINE)
+
+PROGRAMS   := $(BIN)/triekv-server
 
 BENCH_BIN  := $(BUILD)/bench/engine_bench
 
@@ -72,6 +76,11 @@ $(LIBTRIEKV): $(ENGINE_OBJ)
 $(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(TESTLIB_OBJ) $(LIBTRIEKV)
 	@echo "  LD      $@"
 	@$(CC) $(LDFLAGS) -o $@ $< $(TESTLIB_OBJ) $(LIBTRIEKV) $(LIBS_ENGINE)
+
+$(BIN)/triekv-server: $(NODE_OBJ) $(LIBTRIEKV)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	@$(CC) $(LDFLAGS) -o $@ $(NODE_OBJ) $(LIBTRIEKV) $(LIBS_NODE)
 
 $(BUILD)/bench/engine_bench: $(BUILD)/bench/engine_bench.o $(LIBTRIEKV)
 	@echo "  LD      $@"

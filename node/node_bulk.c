@@ -1,0 +1,560 @@
+/* node/node_bulk.c - multi-key requests: POST /bulk (atomic batch of puts), POST /bulk/get,
+ * POST /bulk/delete (atomic), and GET /bulk/range (ordered pages with a cursor).
+ *
+ * JSON bodies are parsed by jansson with duplicate keys refused; any invalid member rejects the
+ * whole request (400) before anything is written. Keys and values are JSON strings, or base64
+ * strings with ?encoding=base64; without it, output that is not valid UTF-8 is a 400 that says to
+ * use base64, never mangled text.
+ *
+ * A range cursor is self-contained: "1" followed by the hex of
+ *   flags(1: bit0 has_end, bit1 has_prefix) | len(2) start-or-prefix | len(2) end | len(2) after
+ *   | crc32c(4) of everything before it
+ * so ?cursor= alone continues a range; start/end/prefix given with it must be the cursor's own. */
+#include "node/node_int.h"
+#include "common/kv_codec.h"
+#include "common/kv_crc.h"
+#include "common/kv_log.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- JSON input --------------------------------------------------------------------------------- */
+
+/* Parses the request body as JSON; -1 after replying. */
+static int body_json(struct node_req *r, json_t **out)
+{
+    h2o_iovec_t body = r->req->entity;
+    if (body.base == NULL || body.len == 0) {
+        node_reply_error(r, 400, "bad_request", "the request needs a JSON body");
+        return -1;
+    }
+    if (body.len > (size_t)r->node->cfg.max_bulk_bytes) {
+        node_reply_error(r, 413, "payload_too_large", "the body has %zu bytes; the limit is %lld", body.len,
+                         (long long)r->node->cfg.max_bulk_bytes);
+        return -1;
+    }
+    json_error_t je;
+    *out = json_loadb(body.base, body.len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
+    if (*out == NULL) {
+        node_reply_error(r, 400, "bad_json", "invalid JSON at line %d column %d: %s", je.line, je.column, je.text);
+        return -1;
+    }
+    return 0;
+}
+
+/* A key or value from a JSON string, decoded from base64 when asked. what names it in errors. */
+static int json_bytes(struct node_req *r, const char *s, size_t len, bool b64, struct kv_buf *out, const char *what,
+                      size_t index)
+{
+    out->len = 0;
+    if (!b64) {
+        kv_buf_append(out, s, len);
+        return 0;
+    }
+    if (kv_base64_decode(s, len, out) != KV_OK) {
+        node_reply_error(r, 400, "bad_base64", "%s %zu is not valid base64", what, index);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_key(struct node_req *r, const struct kv_buf *k, size_t index)
+{
+    if (k->len == 0) {
+        node_reply_error(r, 400, "key_empty", "key %zu is empty", index);
+        return -1;
+    }
+    if (k->len > (size_t)r->node->cfg.max_key_size) {
+        node_reply_error(r, 400, "key_too_long", "key %zu has %zu bytes; the limit is %lld", index, k->len,
+                         (long long)r->node->cfg.max_key_size);
+        return -1;
+    }
+    return 0;
+}
+
+/* The "keys" array of {"keys": [...]}, each decoded; -1 after replying. */
+static int keys_body(struct node_req *r, json_t **root, json_t **arr)
+{
+    if (body_json(r, root) != 0)
+        return -1;
+    *arr = json_is_object(*root) ? json_object_get(*root, "keys") : NULL;
+    if (*arr == NULL || !json_is_array(*arr) || json_object_size(*root) != 1) {
+        json_decref(*root);
+        node_reply_error(r, 400, "bad_request", "the body must be {\"keys\": [\"key\", ...]}");
+        return -1;
+    }
+    if (json_array_size(*arr) > (size_t)r->node->cfg.max_bulk_items) {
+        json_decref(*root);
+        node_reply_error(r, 413, "too_many_items", "%zu keys; the limit is %lld", json_array_size(*arr),
+                         (long long)r->node->cfg.max_bulk_items);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- POST /bulk ------------------------------------------------------------------------------- */
+
+static void bulk_done(struct node_req *r, int rc, const struct triekv_write_result *res, const void *arg)
+{
+    size_t count = *(const size_t *)arg;
+    if (rc != KV_OK) {
+        node_reply_rc(r, rc, "bulk write");
+        return;
+    }
+    char extra[48];
+    snprintf(extra, sizeof extra, "\"count\":%zu", count);
+    node_reply_seq(r, res->seq, extra);
+}
+
+void node_handle_bulk(struct node_req *r)
+{
+    struct node_query q;
+    bool b64;
+    if (node_query_parse(r, &q) != 0 || node_query_encoding(r, &q, &b64) != 0 || node_query_check_unused(r, &q) != 0)
+        return;
+    if (r->node->cfg.is_replica) {
+        node_reply_replica_write(r);
+        return;
+    }
+    json_t *root;
+    if (body_json(r, &root) != 0)
+        return;
+    if (!json_is_object(root)) {
+        json_decref(root);
+        node_reply_error(r, 400, "bad_request", "the body must be a JSON object {\"key\": \"value\", ...}");
+        return;
+    }
+    size_t n = json_object_size(root);
+    if (n > (size_t)r->node->cfg.max_bulk_items) {
+        json_decref(root);
+        node_reply_error(r, 413, "too_many_items", "%zu items; the limit is %lld", n,
+                         (long long)r->node->cfg.max_bulk_items);
+        return;
+    }
+    struct triekv_batch *b = triekv_batch_create();
+    struct kv_buf k = {0}, v = {0};
+    const char *key;
+    size_t klen, i = 0;
+    json_t *val;
+    int bad = 0;
+    json_object_keylen_foreach(root, key, klen, val)
+    {
+        if (!json_is_string(val)) {
+            node_reply_error(r, 400, "bad_request", "value %zu must be a string", i);
+            bad = 1;
+            break;
+        }
+        if (json_bytes(r, key, klen, b64, &k, "key", i) != 0 || check_key(r, &k, i) != 0 ||
+            json_bytes(r, json_string_value(val), json_string_length(val), b64, &v, "value", i) != 0) {
+            bad = 1;
+            break;
+        }
+        if (v.len > (size_t)r->node->cfg.max_value_size) {
+            node_reply_error(r, 413, "value_too_large", "value %zu has %zu bytes; the limit is %lld", i, v.len,
+                             (long long)r->node->cfg.max_value_size);
+            bad = 1;
+            break;
+        }
+        int rc = triekv_batch_put(b, kv_slice_make(k.ptr, k.len), kv_slice_make(v.ptr, v.len), TRIEKV_IF_ANY, 0);
+        if (rc != KV_OK) {
+            node_reply_rc(r, rc, "bulk write");
+            bad = 1;
+            break;
+        }
+        i++;
+    }
+    kv_buf_free(&k);
+    kv_buf_free(&v);
+    json_decref(root);
+    if (bad) {
+        triekv_batch_destroy(b);
+        return;
+    }
+    node_write(r, b, bulk_done, &n, sizeof n);
+}
+
+/* ---- POST /bulk/delete ---------------------------------------------------------------------------- */
+
+static void bulk_delete_done(struct node_req *r, int rc, const struct triekv_write_result *res, const void *arg)
+{
+    size_t count = *(const size_t *)arg;
+    if (rc != KV_OK) {
+        node_reply_rc(r, rc, "bulk delete");
+        return;
+    }
+    char extra[64];
+    snprintf(extra, sizeof extra, "\"deleted\":%u,\"count\":%zu", res->deleted, count);
+    node_reply_seq(r, res->seq, extra);
+}
+
+void node_handle_bulk_delete(struct node_req *r)
+{
+    struct node_query q;
+    bool b64;
+    if (node_query_parse(r, &q) != 0 || node_query_encoding(r, &q, &b64) != 0 || node_query_check_unused(r, &q) != 0)
+        return;
+    if (r->node->cfg.is_replica) {
+        node_reply_replica_write(r);
+        return;
+    }
+    json_t *root, *arr;
+    if (keys_body(r, &root, &arr) != 0)
+        return;
+    struct triekv_batch *b = triekv_batch_create();
+    struct kv_buf k = {0};
+    size_t i, n = json_array_size(arr);
+    json_t *item;
+    int bad = 0;
+    json_array_foreach(arr, i, item)
+    {
+        if (!json_is_string(item)) {
+            node_reply_error(r, 400, "bad_request", "key %zu must be a string", i);
+            bad = 1;
+            break;
+        }
+        if (json_bytes(r, json_string_value(item), json_string_length(item), b64, &k, "key", i) != 0 ||
+            check_key(r, &k, i) != 0) {
+            bad = 1;
+            break;
+        }
+        triekv_batch_del(b, kv_slice_make(k.ptr, k.len), TRIEKV_IF_ANY, 0);
+    }
+    kv_buf_free(&k);
+    json_decref(root);
+    if (bad) {
+        triekv_batch_destroy(b);
+        return;
+    }
+    node_write(r, b, bulk_delete_done, &n, sizeof n);
+}
+
+/* ---- JSON output ---------------------------------------------------------------------------------- */
+
+/* Appends bytes as a JSON string: base64 when asked, else as text if valid UTF-8 (-1 if not). */
+static int out_bytes(struct kv_buf *out, struct kv_slice s, bool b64)
+{
+    if (b64) {
+        kv_buf_append_byte(out, '"');
+        kv_base64_encode(s.ptr, s.len, out);
+        kv_buf_append_byte(out, '"');
+        return 0;
+    }
+    if (!kv_utf8_valid(s.ptr, s.len))
+        return -1;
+    kv_json_append_string(out, s.ptr, s.len);
+    return 0;
+}
+
+/* ---- POST /bulk/get ------------------------------------------------------------------------------ */
+
+void node_handle_bulk_get(struct node_req *r)
+{
+    struct node_query q;
+    bool b64;
+    if (node_query_parse(r, &q) != 0 || node_query_encoding(r, &q, &b64) != 0 || node_query_check_unused(r, &q) != 0)
+        return;
+    json_t *root, *arr;
+    if (keys_body(r, &root, &arr) != 0)
+        return;
+    struct kv_buf out = {0}, missing = {0}, k = {0};
+    kv_buf_append_str(&out, "{\"items\":[");
+    kv_buf_append_str(&missing, "\"missing\":[");
+    size_t i, found = 0, nmissing = 0;
+    uint64_t bytes = 0;
+    json_t *item;
+    int bad = 0;
+    json_array_foreach(arr, i, item)
+    {
+        if (!json_is_string(item)) {
+            node_reply_error(r, 400, "bad_request", "key %zu must be a string", i);
+            bad = 1;
+            break;
+        }
+        if (json_bytes(r, json_string_value(item), json_string_length(item), b64, &k, "key", i) != 0 ||
+            check_key(r, &k, i) != 0) {
+            bad = 1;
+            break;
+        }
+        struct triekv_value *v = NULL;
+        int rc = triekv_get(r->node->db, kv_slice_make(k.ptr, k.len), &v);
+        struct kv_slice ks = kv_slice_make(k.ptr, k.len);
+        if (rc == KV_E_NOT_FOUND) {
+            if (nmissing++)
+                kv_buf_append_byte(&missing, ',');
+            if (out_bytes(&missing, ks, b64) != 0)
+                bad = 2;
+        } else if (rc != KV_OK) {
+            node_reply_rc(r, rc, "read");
+            bad = 1;
+        } else {
+            bytes += triekv_value_len(v);
+            if (bytes > (uint64_t)r->node->cfg.max_bulk_bytes) {
+                triekv_value_release(v);
+                node_reply_error(r, 413, "response_too_large",
+                                 "the values would pass %lld bytes; ask for fewer keys at a time",
+                                 (long long)r->node->cfg.max_bulk_bytes);
+                bad = 1;
+                break;
+            }
+            kv_buf_append_str(&out, found++ ? ",{\"key\":" : "{\"key\":");
+            if (out_bytes(&out, ks, b64) != 0)
+                bad = 2;
+            kv_buf_append_str(&out, ",\"value\":");
+            if (out_bytes(&out, kv_slice_make(triekv_value_data(v), triekv_value_len(v)), b64) != 0)
+                bad = 2;
+            kv_buf_append_byte(&out, '}');
+            triekv_value_release(v);
+        }
+        if (bad)
+            break;
+    }
+    if (bad == 2)
+        node_reply_error(r, 400, "not_utf8", "a key or value is not valid UTF-8; ask with ?encoding=base64");
+    if (!bad) {
+        kv_buf_append_str(&out, "],");
+        kv_buf_append(&out, missing.ptr, missing.len);
+        kv_buf_append_str(&out, "]}");
+        node_reply_json(r, 200, &out);
+    }
+    kv_buf_free(&out);
+    kv_buf_free(&missing);
+    kv_buf_free(&k);
+    json_decref(root);
+}
+
+/* ---- GET /bulk/range ------------------------------------------------------------------------------ */
+
+struct cursor {
+    bool has_end, has_prefix;
+    struct kv_slice start, end, after; /* point into the decoded buffer */
+};
+
+static void cursor_encode(struct kv_buf *out, const struct triekv_range *rg, struct kv_slice after)
+{
+    struct kv_buf raw = {0};
+    kv_buf_append_byte(&raw, (uint8_t)((rg->has_end ? 1 : 0) | (rg->has_prefix ? 2 : 0)));
+    struct kv_slice first = rg->has_prefix ? rg->prefix : rg->start;
+    kv_buf_put_u16(&raw, (uint16_t)first.len);
+    kv_buf_append(&raw, first.ptr, first.len);
+    kv_buf_put_u16(&raw, (uint16_t)(rg->has_end ? rg->end.len : 0));
+    if (rg->has_end)
+        kv_buf_append(&raw, rg->end.ptr, rg->end.len);
+    kv_buf_put_u16(&raw, (uint16_t)after.len);
+    kv_buf_append(&raw, after.ptr, after.len);
+    kv_buf_put_u32(&raw, kv_crc32c(0, raw.ptr, raw.len));
+    static const char hex[] = "0123456789abcdef";
+    kv_buf_append_byte(out, '1');
+    for (size_t i = 0; i < raw.len; i++) {
+        kv_buf_append_byte(out, (uint8_t)hex[raw.ptr[i] >> 4]);
+        kv_buf_append_byte(out, (uint8_t)hex[raw.ptr[i] & 15]);
+    }
+    kv_buf_free(&raw);
+}
+
+static int hexval(uint8_t c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Decodes a cursor into raw (which c points into). -1 when malformed or damaged. */
+static int cursor_decode(struct kv_slice s, struct kv_buf *raw, struct cursor *c)
+{
+    if (s.len < 1 + 2 * 11 || s.ptr[0] != '1' || (s.len - 1) % 2 != 0)
+        return -1;
+    for (size_t i = 1; i < s.len; i += 2) {
+        int hi = hexval(s.ptr[i]), lo = hexval(s.ptr[i + 1]);
+        if (hi < 0 || lo < 0)
+            return -1;
+        kv_buf_append_byte(raw, (uint8_t)(hi << 4 | lo));
+    }
+    const uint8_t *p = raw->ptr, *end = raw->ptr + raw->len - 4;
+    if (kv_get_u32(end) != kv_crc32c(0, raw->ptr, raw->len - 4) || p[0] > 3)
+        return -1;
+    c->has_end = p[0] & 1;
+    c->has_prefix = (p[0] & 2) != 0;
+    p++;
+    struct kv_slice *fields[3] = {&c->start, &c->end, &c->after};
+    for (int f = 0; f < 3; f++) {
+        if (end - p < 2)
+            return -1;
+        size_t n = kv_get_u16(p);
+        p += 2;
+        if ((size_t)(end - p) < n)
+            return -1;
+        *fields[f] = kv_slice_make(p, n);
+        p += n;
+    }
+    return p == end ? 0 : -1;
+}
+
+struct range_out {
+    struct kv_buf json;
+    bool b64, keys_only;
+    bool bad_utf8;
+    size_t count;
+    struct kv_buf last; /* the last key visited */
+};
+
+static int range_visit(void *arg, struct kv_slice key, struct kv_slice value, uint64_t seq)
+{
+    struct range_out *o = arg;
+    (void)seq;
+    kv_buf_append_str(&o->json, o->count++ ? ",{\"key\":" : "{\"key\":");
+    if (out_bytes(&o->json, key, o->b64) != 0) {
+        o->bad_utf8 = true;
+        return KV_E_INVALID;
+    }
+    if (!o->keys_only) {
+        kv_buf_append_str(&o->json, ",\"value\":");
+        if (out_bytes(&o->json, value, o->b64) != 0) {
+            o->bad_utf8 = true;
+            return KV_E_INVALID;
+        }
+    }
+    kv_buf_append_byte(&o->json, '}');
+    o->last.len = 0;
+    kv_buf_append(&o->last, key.ptr, key.len);
+    return 0;
+}
+
+/* limit=N: 1..max. -1 after replying. */
+static int parse_limit(struct node_req *r, const struct node_param *p, size_t max, size_t *out)
+{
+    *out = max;
+    if (p == NULL)
+        return 0;
+    uint64_t n = 0;
+    bool ok = p->value.len > 0 && p->value.len <= 10;
+    for (size_t i = 0; ok && i < p->value.len; i++) {
+        ok = p->value.ptr[i] >= '0' && p->value.ptr[i] <= '9';
+        n = n * 10 + (uint64_t)(p->value.ptr[i] - '0');
+    }
+    if (!ok || n < 1 || n > max) {
+        node_reply_error(r, 400, "bad_limit", "limit must be a whole number from 1 to %zu", max);
+        return -1;
+    }
+    *out = (size_t)n;
+    return 0;
+}
+
+static int parse_bool(struct node_req *r, const struct node_param *p, const char *name, bool *out)
+{
+    *out = false;
+    if (p == NULL)
+        return 0;
+    if (kv_slice_eq(p->value, kv_slice_make("true", 4)) || kv_slice_eq(p->value, kv_slice_make("1", 1)))
+        *out = true;
+    else if (!kv_slice_eq(p->value, kv_slice_make("false", 5)) && !kv_slice_eq(p->value, kv_slice_make("0", 1))) {
+        node_reply_error(r, 400, "bad_request", "%s must be true or false", name);
+        return -1;
+    }
+    return 0;
+}
+
+/* The range asked for, from the query or the cursor; -1 after replying. raw holds cursor bytes. */
+static int range_of(struct node_req *r, struct node_query *q, struct kv_buf *raw, struct triekv_range *rg)
+{
+    const struct node_param *start = node_query_get(q, "start_key");
+    const struct node_param *end = node_query_get(q, "end_key");
+    const struct node_param *prefix = node_query_get(q, "prefix");
+    const struct node_param *cur = node_query_get(q, "cursor");
+    if (prefix && (start || end)) {
+        node_reply_error(r, 400, "bad_request", "give prefix, or start_key/end_key, not both");
+        return -1;
+    }
+    size_t max_key = (size_t)r->node->cfg.max_key_size;
+    const struct node_param *keys[3] = {start, end, prefix};
+    for (int i = 0; i < 3; i++) {
+        if (keys[i] && keys[i]->value.len > max_key) {
+            node_reply_error(r, 400, "key_too_long", "%s has %zu bytes; the limit is %zu", keys[i]->name,
+                             keys[i]->value.len, max_key);
+            return -1;
+        }
+    }
+    memset(rg, 0, sizeof *rg);
+    if (prefix) {
+        rg->prefix = prefix->value;
+        rg->has_prefix = true;
+    } else {
+        if (start)
+            rg->start = start->value;
+        if (end) {
+            rg->end = end->value;
+            rg->has_end = true;
+        }
+    }
+    if (cur == NULL)
+        return 0;
+    struct cursor c;
+    if (cursor_decode(cur->value, raw, &c) != 0) {
+        node_reply_error(r, 400, "bad_cursor", "the cursor is malformed or damaged; pass back 'next' as it was");
+        return -1;
+    }
+    bool same = (prefix == NULL && start == NULL && end == NULL) ||
+                (c.has_prefix == (prefix != NULL) &&
+                 kv_slice_eq(c.start, prefix ? prefix->value : start ? start->value : kv_slice_make(NULL, 0)) &&
+                 c.has_end == (end != NULL) && (!end || kv_slice_eq(c.end, end->value)));
+    if (!same) {
+        node_reply_error(r, 400, "bad_cursor", "the cursor belongs to another range");
+        return -1;
+    }
+    memset(rg, 0, sizeof *rg);
+    rg->has_prefix = c.has_prefix;
+    rg->has_end = c.has_end;
+    if (c.has_prefix)
+        rg->prefix = c.start;
+    else
+        rg->start = c.start;
+    rg->end = c.end;
+    rg->after = c.after;
+    rg->has_after = true;
+    return 0;
+}
+
+void node_handle_range(struct node_req *r)
+{
+    struct node_query q;
+    bool b64, keys_only;
+    size_t limit;
+    struct triekv_range rg;
+    struct kv_buf raw = {0};
+    if (node_query_parse(r, &q) != 0 || node_query_encoding(r, &q, &b64) != 0 ||
+        parse_limit(r, node_query_get(&q, "limit"), (size_t)r->node->cfg.max_range_response, &limit) != 0 ||
+        parse_bool(r, node_query_get(&q, "keys_only"), "keys_only", &keys_only) != 0 ||
+        range_of(r, &q, &raw, &rg) != 0 || node_query_check_unused(r, &q) != 0) {
+        kv_buf_free(&raw);
+        return;
+    }
+    rg.limit = limit;
+    rg.bytes_limit = (size_t)r->node->cfg.max_range_bytes;
+    rg.keys_only = keys_only;
+    struct range_out o = {.b64 = b64, .keys_only = keys_only};
+    kv_buf_append_str(&o.json, "{\"items\":[");
+    struct triekv_scan_result res;
+    int rc = triekv_scan(r->node->db, &rg, range_visit, &o, &res);
+    if (rc == KV_E_INVALID && o.bad_utf8) {
+        node_reply_error(r, 400, "not_utf8", "a key or value in this range is not valid UTF-8; ask with "
+                                             "?encoding=base64");
+    } else if (rc == KV_E_INVALID) {
+        node_reply_error(r, 400, "bad_range", "start_key must not be greater than end_key");
+    } else if (rc != KV_OK) {
+        node_reply_rc(r, rc, "range");
+    } else {
+        kv_buf_append_str(&o.json, "],\"next\":");
+        if (res.more && o.count > 0) {
+            kv_buf_append_byte(&o.json, '"');
+            cursor_encode(&o.json, &rg, kv_slice_make(o.last.ptr, o.last.len));
+            kv_buf_append_byte(&o.json, '"');
+        } else {
+            kv_buf_append_str(&o.json, "null");
+        }
+        kv_buf_append_byte(&o.json, '}');
+        node_reply_json(r, 200, &o.json);
+    }
+    kv_buf_free(&o.json);
+    kv_buf_free(&o.last);
+    kv_buf_free(&raw);
+}

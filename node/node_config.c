@@ -1,0 +1,233 @@
+/* node/node_config.c - triekv-server's configuration: the key table, loading order (defaults,
+ * --config file, TRIEKV_* variables, flags) and the checks that span several keys.
+ *
+ * Units are part of each key's contract: cache_size is MiB (the reference's unit), every other
+ * size is bytes, every duration milliseconds. */
+#include "node/node_int.h"
+#include "common/kv_assert.h"
+#include "common/kv_log.h"
+
+#include <arpa/inet.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define K(field) offsetof(struct node_config, field)
+
+static const char *const fsync_modes[] = {"default", "strict", "batch", "interval", NULL};
+static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
+static const char *const io_backends[] = {"auto", "io_uring", "posix", NULL};
+
+const struct kv_cfg_key node_config_keys[] = {
+    {"port", KV_CFG_INT, K(port), 1, 65535, false, NULL, "TCP port of the REST API"},
+    {"replication_port", KV_CFG_INT, K(replication_port), 1, 65535, false, NULL,
+     "TCP port a replica takes the replication stream on"},
+    {"bind", KV_CFG_STRING, K(bind), 0, 0, false, NULL, "address to listen on (IPv4 or IPv6)"},
+    {"data_dir", KV_CFG_STRING, K(data_dir), 0, 0, false, NULL, "directory of the store (created if missing)"},
+    {"is_replica", KV_CFG_BOOL, K(is_replica), 0, 0, false, NULL, "serve reads only; writes come from the main"},
+    {"replicas", KV_CFG_STRLIST, K(replicas), 0, 0, false, NULL,
+     "base URLs of the replicas' replication ports (main only)"},
+    {"cluster_id", KV_CFG_STRING, K(cluster_id), 0, 0, false, NULL, "name shared by a main and its replicas"},
+    {"main_url", KV_CFG_STRING, K(main_url), 0, 0, false, NULL,
+     "the main's public URL, named in a replica's refusals of writes"},
+    {"fsync", KV_CFG_ENUM, K(fsync), 0, 0, false, fsync_modes, "when commits reach the disk"},
+    {"fsync_batch_writes", KV_CFG_INT, K(fsync_batch_writes), 1, 1000000, false, NULL,
+     "fsync=batch: commits per fdatasync"},
+    {"fsync_interval_ms", KV_CFG_INT, K(fsync_interval_ms), 1, 3600000, false, NULL,
+     "fsync=interval: milliseconds between fdatasyncs"},
+    {"cache_size", KV_CFG_INT, K(cache_size), 1, 1 << 20, false, NULL, "page cache budget in MiB"},
+    {"max_page_size", KV_CFG_INT, K(max_page_size), TRIEKV_PAGE_SIZE_MIN, (int64_t)TRIEKV_PAGE_SIZE_MAX, true,
+     NULL, "partition log bytes that trigger a split or compaction"},
+    {"max_key_size", KV_CFG_INT, K(max_key_size), 1, TRIEKV_KEY_LEN_MAX, true, NULL, "longest key in bytes"},
+    {"max_value_size", KV_CFG_INT, K(max_value_size), 0, TRIEKV_VALUE_LEN_MAX, true, NULL,
+     "largest value in bytes"},
+    {"max_range_response", KV_CFG_INT, K(max_range_response), 1, NODE_RANGE_ITEMS_HARD_MAX, false, NULL,
+     "most items in one range page"},
+    {"max_range_bytes", KV_CFG_INT, K(max_range_bytes), 1024, 1 << 30, true, NULL,
+     "most value bytes in one range page"},
+    {"max_bulk_items", KV_CFG_INT, K(max_bulk_items), 1, NODE_BULK_ITEMS_HARD_MAX, false, NULL,
+     "most keys in one bulk request"},
+    {"max_bulk_bytes", KV_CFG_INT, K(max_bulk_bytes), 1024, 1 << 30, true, NULL,
+     "largest bulk request body in bytes"},
+    {"max_connections", KV_CFG_INT, K(max_connections), 1, 1000000, false, NULL,
+     "open client connections; more are refused"},
+    {"request_timeout_ms", KV_CFG_INT, K(request_timeout_ms), 100, 3600000, false, NULL,
+     "time a client has to send a whole request (idle keep-alive included)"},
+    {"threads", KV_CFG_INT, K(threads), 0, NODE_THREADS_MAX, false, NULL, "event loop threads (0: one per core)"},
+    {"log_level", KV_CFG_ENUM, K(log_level), 0, 0, false, log_levels, "least severe log level written"},
+    {"io_backend", KV_CFG_ENUM, K(io_backend), 0, 0, false, io_backends,
+     "file I/O: io_uring where the kernel allows it, else POSIX"},
+    {NULL, 0, 0, 0, 0, false, NULL, NULL},
+};
+
+void node_config_defaults(struct node_config *c)
+{
+    memset(c, 0, sizeof *c);
+    c->port = 3030;
+    c->replication_port = 3040;
+    c->bind = kv_strdup("0.0.0.0");
+    c->data_dir = kv_strdup("./data");
+    c->cluster_id = kv_strdup("triekv");
+    c->fsync = kv_strdup("default");
+    c->fsync_batch_writes = 100;
+    c->fsync_interval_ms = 1000;
+    c->cache_size = 500;
+    c->max_page_size = 4 << 20;
+    c->max_key_size = 1024;
+    c->max_value_size = 64 << 20;
+    c->max_range_response = 1000;
+    c->max_range_bytes = 4 << 20;
+    c->max_bulk_items = 10000;
+    c->max_bulk_bytes = 64 << 20;
+    c->max_connections = 4096;
+    c->request_timeout_ms = 60000;
+    c->threads = 0;
+    c->log_level = kv_strdup("info");
+    c->io_backend = kv_strdup("auto");
+}
+
+void node_config_free(struct node_config *c)
+{
+    kv_cfg_free(node_config_keys, c);
+}
+
+static void usage(void)
+{
+    struct node_config d;
+    node_config_defaults(&d);
+    printf("usage: triekv-server [--config FILE] [--KEY VALUE]...\n\n"
+           "Runs a triekv node. Settings come from the defaults, then the JSON object in FILE, then\n"
+           "TRIEKV_<KEY> environment variables (TRIEKV_PORT=3031), then flags; a flag may spell the key\n"
+           "with '-' or '_' (--data-dir or --data_dir). Sizes take k, m, g suffixes on the command line.\n\n"
+           "  --config FILE              JSON configuration file\n"
+           "  --help, --version\n");
+    kv_cfg_print_help(node_config_keys, &d);
+    node_config_free(&d);
+}
+
+static bool url_ok(const char *u)
+{
+    size_t n = strlen(u);
+    if (strncmp(u, "http://", 7) != 0 || n <= 7 || n > 512)
+        return false;
+    for (const char *p = u + 7; *p; p++) {
+        if (*p <= ' ' || *p == '"' || *p == '\\' || *p == '?' || *p == '#')
+            return false;
+    }
+    return u[7] != '/' && u[7] != ':';
+}
+
+static int bad(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int bad(char *err, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, KV_CFG_ERR_MAX, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+/* Checks that span keys or need more than a type and a range. */
+static int check(const struct node_config *c, char *err)
+{
+    struct in6_addr a6;
+    struct in_addr a4;
+    if (inet_pton(AF_INET, c->bind, &a4) != 1 && inet_pton(AF_INET6, c->bind, &a6) != 1)
+        return bad(err, "config: 'bind' must be an IPv4 or IPv6 address, got \"%s\"",
+                        c->bind);
+    if (c->data_dir[0] == 0)
+        return bad(err, "config: 'data_dir' must not be empty");
+    if (c->port == c->replication_port && c->is_replica)
+        return bad(err, "config: 'port' and 'replication_port' must differ");
+    for (size_t i = 0; i < c->replicas.n; i++) {
+        if (!url_ok(c->replicas.v[i]))
+            return bad(err, "config: 'replicas' item %zu must be an http:// URL (http://host:port), got \"%s\"", i,
+                       c->replicas.v[i]);
+    }
+    if (c->is_replica && c->replicas.n > 0)
+        return bad(err, "config: a replica ('is_replica': true) cannot have 'replicas'");
+    if (c->main_url && c->main_url[0] && !url_ok(c->main_url))
+        return bad(err, "config: 'main_url' must be an http:// URL, got \"%s\"", c->main_url);
+    if (c->cluster_id[0] == 0 || strlen(c->cluster_id) > 128)
+        return bad(err, "config: 'cluster_id' must be 1 to 128 characters");
+    if (c->max_bulk_bytes < c->max_key_size)
+        return bad(err, "config: 'max_bulk_bytes' must be at least 'max_key_size'");
+    return 0;
+}
+
+int node_config_load(struct node_config *c, int argc, char **argv, char *err)
+{
+    node_config_defaults(c);
+    const char *file = NULL;
+    for (int i = 1; i < argc; i++) { /* the file goes first, whatever its place on the line */
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            usage();
+            return 1;
+        }
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("triekv-server %s\n", TRIEKV_VERSION);
+            return 1;
+        }
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+            file = argv[++i];
+        else if (strncmp(argv[i], "--config=", 9) == 0)
+            file = argv[i] + 9;
+    }
+    if (file && kv_cfg_load_file(node_config_keys, c, file, err) != 0)
+        return -1;
+    if (kv_cfg_load_env(node_config_keys, c, "TRIEKV_", err) != 0)
+        return -1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--config") == 0) {
+            i++;
+            continue;
+        }
+        if (strncmp(a, "--config=", 9) == 0)
+            continue;
+        if (strncmp(a, "--", 2) != 0) {
+            snprintf(err, KV_CFG_ERR_MAX, "usage: unexpected argument \"%s\" (see --help)", a);
+            return -1;
+        }
+        char name[64];
+        const char *value;
+        const char *eq = strchr(a, '=');
+        if (eq) {
+            snprintf(name, sizeof name, "%.*s", (int)(eq - a - 2), a + 2);
+            value = eq + 1;
+        } else {
+            if (i + 1 >= argc) {
+                snprintf(err, KV_CFG_ERR_MAX, "usage: %s needs a value (see --help)", a);
+                return -1;
+            }
+            snprintf(name, sizeof name, "%s", a + 2);
+            value = argv[++i];
+        }
+        if (kv_cfg_find(node_config_keys, name) == NULL) {
+            snprintf(err, KV_CFG_ERR_MAX, "usage: unknown option --%s (see --help)", name);
+            return -1;
+        }
+        char source[80];
+        snprintf(source, sizeof source, "--%s", name);
+        if (kv_cfg_set_text(node_config_keys, c, name, value, source, err) != 0)
+            return -1;
+    }
+    return check(c, err);
+}
+
+void node_config_engine(const struct node_config *c, struct triekv_options *o)
+{
+    triekv_options_init(o);
+    triekv_fsync_parse(c->fsync, &o->fsync);
+    o->fsync_batch_writes = (uint32_t)c->fsync_batch_writes;
+    o->fsync_interval_ms = (uint32_t)c->fsync_interval_ms;
+    o->cache_bytes = (uint64_t)c->cache_size << 20;
+    o->max_page_size = (uint64_t)c->max_page_size;
+    o->max_key_size = (uint32_t)c->max_key_size;
+    o->max_value_size = (uint64_t)c->max_value_size;
+    o->io_backend = strcmp(c->io_backend, "posix") == 0      ? TRIEKV_IO_POSIX
+                    : strcmp(c->io_backend, "io_uring") == 0 ? TRIEKV_IO_URING
+                                                             : TRIEKV_IO_AUTO;
+}

@@ -1,0 +1,210 @@
+/* node/node_int.h - private to node/: the server's configuration, threads, request context and
+ * the helpers its handlers share.
+ *
+ * Threads: `threads` h2o event loops share one listening socket; each owns its connections and
+ * everything about their requests. Reads run on the loop thread (a page load from disk included);
+ * writes are handed to the engine asynchronously and their completions come back to the loop that
+ * owns the request through an h2o multithread receiver, so a loop never waits for an fsync.
+ * Metrics are per thread (written by that thread only) and summed when scraped. */
+#ifndef NODE_INT_H
+#define NODE_INT_H
+
+#define H2O_USE_LIBUV 0
+#include <h2o.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/kv_buf.h"
+#include "common/kv_config.h"
+#include "node/node.h"
+#include "trie/triekv.h"
+
+#define NODE_COMPONENT "node"
+#define NODE_THREADS_MAX 256
+#define NODE_BULK_ITEMS_HARD_MAX 1000000 /* max_bulk_items must stay within */
+#define NODE_RANGE_ITEMS_HARD_MAX 100000 /* max_range_response likewise */
+#define NODE_QUERY_PARAMS_MAX 16         /* a query string with more is refused */
+#define NODE_DRAIN_MS 10000              /* shutdown: time given to in-flight requests */
+
+/* ---- configuration (node_config.c) -------------------------------------------------------------- */
+
+struct node_config {
+    int64_t port;
+    int64_t replication_port;
+    char *bind;
+    char *data_dir;
+    bool is_replica;
+    struct kv_strlist replicas;
+    char *cluster_id;
+    char *main_url;
+    char *fsync;
+    int64_t fsync_batch_writes;
+    int64_t fsync_interval_ms;
+    int64_t cache_size; /* MiB */
+    int64_t max_page_size;
+    int64_t max_key_size;
+    int64_t max_value_size;
+    int64_t max_range_response;
+    int64_t max_range_bytes;
+    int64_t max_bulk_items;
+    int64_t max_bulk_bytes;
+    int64_t max_connections;
+    int64_t request_timeout_ms;
+    int64_t threads;
+    char *log_level;
+    char *io_backend;
+};
+
+extern const struct kv_cfg_key node_config_keys[];
+void node_config_defaults(struct node_config *c);
+/* Loads defaults, --config FILE, TRIEKV_* variables and flags, then checks the combination.
+ * Returns 0; 1 after printing --help or --version (exit 0); -1 with a one-line message in err. */
+int node_config_load(struct node_config *c, int argc, char **argv, char *err);
+void node_config_free(struct node_config *c);
+/* The engine's options for this configuration. */
+void node_config_engine(const struct node_config *c, struct triekv_options *o);
+
+/* ---- metrics (node_stats.c) ----------------------------------------------------------------------- */
+
+enum node_ep {
+    EP_KV_GET,
+    EP_KV_HEAD,
+    EP_KV_PUT,
+    EP_KV_DELETE,
+    EP_BULK,
+    EP_BULK_RANGE,
+    EP_BULK_GET,
+    EP_BULK_DELETE,
+    EP_STATS,
+    EP_METRICS,
+    EP_HEALTH,
+    EP_OTHER,
+    EP_COUNT
+};
+
+#define NODE_HIST_BUCKETS 16 /* upper bounds in node_stats.c, plus +Inf */
+
+/* One thread's counters: written by that thread only, read by any (relaxed atomics). */
+struct node_metrics {
+    _Atomic uint64_t requests[EP_COUNT][6]; /* by status class: 1xx..5xx, [0] unused */
+    _Atomic uint64_t latency[EP_COUNT][NODE_HIST_BUCKETS + 1];
+    _Atomic uint64_t latency_sum_us[EP_COUNT];
+    _Atomic uint64_t connections_accepted;
+    _Atomic uint64_t connections_refused; /* over max_connections */
+};
+
+const char *node_ep_name(enum node_ep ep);
+void node_metrics_record(struct node_metrics *m, enum node_ep ep, int status, uint64_t elapsed_ns);
+
+/* ---- the server ------------------------------------------------------------------------------------ */
+
+struct node;
+
+struct node_thread {
+    struct node *node;
+    int idx;
+    pthread_t tid;
+    h2o_evloop_t *loop;
+    h2o_context_t ctx;
+    h2o_socket_t *listener;
+    h2o_accept_ctx_t accept_ctx;
+    h2o_multithread_receiver_t done_rx; /* write completions from the engine */
+    h2o_multithread_receiver_t wake_rx; /* shutdown wake-up */
+    uint64_t connections;               /* open on this thread */
+    uint64_t writes_in_flight;          /* handed to the engine, not yet answered */
+    struct node_metrics metrics;
+};
+
+struct node {
+    struct node_config cfg;
+    struct triekv *db;
+    h2o_globalconf_t globalconf;
+    struct node_thread *threads;
+    int nthreads;
+    int listen_fd;
+    _Atomic bool stopping;
+    _Atomic int64_t connections; /* all threads: for max_connections */
+    uint64_t started_ms;
+    pthread_barrier_t ready;
+};
+
+/* Per-request context, from the request's pool. */
+struct node_req {
+    h2o_req_t *req;
+    struct node_thread *th;
+    struct node *node;
+    enum node_ep ep;
+    uint64_t start_ns;
+};
+
+/* ---- replies (node_reply.c) --------------------------------------------------------------------- */
+
+/* Sends a JSON body (buf is taken over and freed when the request ends). */
+void node_reply_json(struct node_req *r, int status, struct kv_buf *buf);
+/* The same for any content type. */
+void node_reply_text(struct node_req *r, int status, const char *ctype, struct kv_buf *buf);
+/* Sends {"error": code, "message": ...}. */
+void node_reply_error(struct node_req *r, int status, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Maps an engine result to its status and JSON error (the one table of node_reply.c). */
+void node_reply_rc(struct node_req *r, int rc, const char *what);
+int node_status_of(int rc);
+/* Sends raw bytes from a value (zero-copy; the value is released when the request ends).
+ * For HEAD only the headers go out. */
+void node_reply_value(struct node_req *r, struct triekv_value *v);
+/* Registers the filter that turns h2o's own plain-text errors into JSON on path. */
+void node_json_errors_register(h2o_pathconf_t *path);
+/* 405 with an Allow header listing allow. */
+void node_reply_method(struct node_req *r, const char *allow);
+/* Adds a header with a copied value. */
+void node_add_header(struct node_req *r, const char *name, const char *value, size_t len);
+/* Records metrics for a response of status. */
+void node_count(struct node_req *r, int status);
+
+/* ---- requests (node_http.c, node_kv.c, node_bulk.c) ------------------------------------------------ */
+
+/* Query parameters, percent-decoded (with '+' as space). */
+struct node_param {
+    const char *name; /* NUL-terminated copy in the request pool */
+    struct kv_slice value;
+    bool used;
+};
+struct node_query {
+    struct node_param v[NODE_QUERY_PARAMS_MAX];
+    int n;
+};
+/* Parses the query string of r. 0, or -1 after replying 400. */
+int node_query_parse(struct node_req *r, struct node_query *q);
+/* The parameter, or NULL (marks it used). */
+const struct node_param *node_query_get(struct node_query *q, const char *name);
+/* 400 for a parameter nobody used. 0 when all were used. */
+int node_query_check_unused(struct node_req *r, struct node_query *q);
+/* encoding=base64 or absent: sets *b64. -1 after replying 400. */
+int node_query_encoding(struct node_req *r, struct node_query *q, bool *b64);
+
+/* Handlers; each answers the request (now or later). */
+void node_handle_kv(struct node_req *r, struct kv_slice key);
+void node_handle_bulk(struct node_req *r);
+void node_handle_bulk_get(struct node_req *r);
+void node_handle_bulk_delete(struct node_req *r);
+void node_handle_range(struct node_req *r);
+void node_handle_stats(struct node_req *r);
+void node_handle_metrics(struct node_req *r);
+void node_handle_health(struct node_req *r);
+
+/* The 403 a replica gives every write. */
+void node_reply_replica_write(struct node_req *r);
+
+/* Asynchronous writes: b goes to the engine; when it is committed, reply(r, rc, res, arg) runs on
+ * r's loop thread (never if the request went away meanwhile). arg is copied (arg_len bytes). */
+typedef void (*node_write_reply_fn)(struct node_req *r, int rc, const struct triekv_write_result *res,
+                                    const void *arg);
+void node_write(struct node_req *r, struct triekv_batch *b, node_write_reply_fn reply, const void *arg,
+                size_t arg_len);
+
+/* Common write reply: {"seq": N} and the X-Triekv-Seq header, with extra JSON members appended. */
+void node_reply_seq(struct node_req *r, uint64_t seq, const char *extra_json);
+
+#endif

@@ -1,0 +1,211 @@
+/* node/node_kv.c - single-key requests: GET, HEAD, PUT, POST and DELETE on /kv/{key}.
+ *
+ * The key is the whole rest of the path after /kv/, percent-decoded (any byte; %2F and a raw '/'
+ * both mean '/'). Versions are ETags: the sequence number of the batch that last wrote the key,
+ * as a quoted decimal ("42"). Preconditions:
+ *   If-Match: "42"     write or delete only if the key exists with exactly that version (412)
+ *   If-Match: *        only if the key exists (412)
+ *   If-None-Match: *   write only if the key does not exist (412); on GET/HEAD, 304 when it does
+ *   If-None-Match: "42" on GET/HEAD: 304 when the version is 42
+ * Writes reply {"seq": N} with an X-Triekv-Seq header. */
+#include "node/node_int.h"
+#include "common/kv_log.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum etag_kind { ETAG_NONE, ETAG_ANY, ETAG_VERSION };
+
+struct etag {
+    enum etag_kind kind;
+    uint64_t version;
+};
+
+/* Parses a header holding "*", "N" or N. -1 when present and malformed. */
+static int etag_header(h2o_req_t *req, const h2o_token_t *token, struct etag *out)
+{
+    out->kind = ETAG_NONE;
+    ssize_t i = h2o_find_header(&req->headers, token, -1);
+    if (i < 0)
+        return 0;
+    if (h2o_find_header(&req->headers, token, i) >= 0)
+        return -1; /* given twice */
+    h2o_iovec_t v = req->headers.entries[i].value;
+    const char *p = v.base, *end = v.base + v.len;
+    while (p < end && (*p == ' ' || *p == '\t'))
+        p++;
+    while (end > p && (end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    if (end - p == 1 && *p == '*') {
+        out->kind = ETAG_ANY;
+        return 0;
+    }
+    if (end - p >= 2 && *p == '"' && end[-1] == '"') {
+        p++;
+        end--;
+    }
+    if (p == end || end - p > 20)
+        return -1;
+    uint64_t n = 0;
+    for (; p < end; p++) {
+        if (*p < '0' || *p > '9' || n > (UINT64_MAX - 9) / 10)
+            return -1;
+        n = n * 10 + (uint64_t)(*p - '0');
+    }
+    out->kind = ETAG_VERSION;
+    out->version = n;
+    return 0;
+}
+
+static void reply_get(struct node_req *r, struct kv_slice key)
+{
+    struct etag none;
+    if (etag_header(r->req, H2O_TOKEN_IF_NONE_MATCH, &none) != 0) {
+        node_reply_error(r, 400, "bad_request", "If-None-Match must be * or one ETag (\"42\")");
+        return;
+    }
+    struct triekv_value *v = NULL;
+    int rc = triekv_get(r->node->db, key, &v);
+    if (rc == KV_E_NOT_FOUND) {
+        node_reply_error(r, 404, "not_found", "key not found");
+        return;
+    }
+    if (rc != KV_OK) {
+        node_reply_rc(r, rc, "read");
+        return;
+    }
+    if (none.kind == ETAG_ANY || (none.kind == ETAG_VERSION && none.version == triekv_value_seq(v))) {
+        char etag[32];
+        int n = snprintf(etag, sizeof etag, "\"%llu\"", (unsigned long long)triekv_value_seq(v));
+        triekv_value_release(v);
+        node_add_header(r, "etag", etag, (size_t)n);
+        r->req->res.status = 304;
+        r->req->res.reason = "Not Modified";
+        r->req->res.content_length = 0;
+        node_count(r, 304);
+        h2o_send_inline(r->req, "", 0);
+        return;
+    }
+    node_reply_value(r, v);
+}
+
+static void put_done(struct node_req *r, int rc, const struct triekv_write_result *res, const void *arg)
+{
+    (void)arg;
+    if (rc == KV_OK)
+        node_reply_seq(r, res->seq, NULL);
+    else if (rc == KV_E_PRECONDITION)
+        node_reply_error(r, 412, "precondition_failed", "the key's current version does not match the precondition");
+    else
+        node_reply_rc(r, rc, "write");
+}
+
+static void delete_done(struct node_req *r, int rc, const struct triekv_write_result *res, const void *arg)
+{
+    bool conditional = *(const bool *)arg;
+    if (rc == KV_OK)
+        node_reply_seq(r, res->seq, "\"deleted\":true");
+    else if (rc == KV_E_PRECONDITION && !conditional)
+        node_reply_error(r, 404, "not_found", "key not found");
+    else if (rc == KV_E_PRECONDITION)
+        node_reply_error(r, 412, "precondition_failed", "the key's current version does not match If-Match");
+    else
+        node_reply_rc(r, rc, "delete");
+}
+
+/* The precondition of a write from its headers; -1 after replying 400. */
+static int write_cond(struct node_req *r, bool is_delete, enum triekv_cond *cond, uint64_t *version)
+{
+    struct etag match, none;
+    if (etag_header(r->req, H2O_TOKEN_IF_MATCH, &match) != 0) {
+        node_reply_error(r, 400, "bad_request", "If-Match must be * or one ETag (\"42\")");
+        return -1;
+    }
+    if (etag_header(r->req, H2O_TOKEN_IF_NONE_MATCH, &none) != 0 || none.kind == ETAG_VERSION) {
+        node_reply_error(r, 400, "bad_request", "If-None-Match on a write must be *");
+        return -1;
+    }
+    if (match.kind != ETAG_NONE && none.kind != ETAG_NONE) {
+        node_reply_error(r, 400, "bad_request", "give If-Match or If-None-Match, not both");
+        return -1;
+    }
+    *version = 0;
+    if (match.kind == ETAG_VERSION) {
+        *cond = TRIEKV_IF_VERSION;
+        *version = match.version;
+    } else if (match.kind == ETAG_ANY) {
+        *cond = TRIEKV_IF_PRESENT;
+    } else if (none.kind == ETAG_ANY) {
+        if (is_delete) {
+            node_reply_error(r, 400, "bad_request", "If-None-Match: * makes no sense on DELETE");
+            return -1;
+        }
+        *cond = TRIEKV_IF_ABSENT;
+    } else {
+        *cond = is_delete ? TRIEKV_IF_PRESENT : TRIEKV_IF_ANY;
+    }
+    return 0;
+}
+
+static void do_write(struct node_req *r, struct kv_slice key, bool is_delete)
+{
+    if (r->node->cfg.is_replica) {
+        node_reply_replica_write(r);
+        return;
+    }
+    enum triekv_cond cond;
+    uint64_t version;
+    if (write_cond(r, is_delete, &cond, &version) != 0)
+        return;
+    struct triekv_batch *b = triekv_batch_create();
+    int rc;
+    if (is_delete) {
+        rc = triekv_batch_del(b, key, cond, version);
+    } else {
+        h2o_iovec_t body = r->req->entity;
+        if (body.len > (size_t)r->node->cfg.max_value_size) {
+            triekv_batch_destroy(b);
+            node_reply_error(r, 413, "value_too_large", "the value has %zu bytes; the limit is %lld", body.len,
+                             (long long)r->node->cfg.max_value_size);
+            return;
+        }
+        rc = triekv_batch_put(b, key, kv_slice_make(body.base, body.base ? body.len : 0), cond, version);
+    }
+    if (rc != KV_OK) {
+        triekv_batch_destroy(b);
+        node_reply_rc(r, rc, "write");
+        return;
+    }
+    /* a DELETE's failed precondition is a 404, unless the client asked for one with If-Match */
+    bool conditional = h2o_find_header(&r->req->headers, H2O_TOKEN_IF_MATCH, -1) >= 0;
+    node_write(r, b, is_delete ? delete_done : put_done, &conditional, sizeof conditional);
+}
+
+void node_handle_kv(struct node_req *r, struct kv_slice key)
+{
+    h2o_req_t *req = r->req;
+    bool get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"));
+    bool head = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
+    bool put = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("PUT")) ||
+               h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"));
+    bool del = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("DELETE"));
+    r->ep = get ? EP_KV_GET : head ? EP_KV_HEAD : put ? EP_KV_PUT : del ? EP_KV_DELETE : EP_KV_GET;
+    if (!get && !head && !put && !del) {
+        node_reply_method(r, "GET, HEAD, PUT, POST, DELETE");
+        return;
+    }
+    struct node_query q;
+    if (node_query_parse(r, &q) != 0 || node_query_check_unused(r, &q) != 0)
+        return;
+    if (key.len > (size_t)r->node->cfg.max_key_size) {
+        node_reply_error(r, 400, "key_too_long", "the key has %zu bytes; the limit is %lld", key.len,
+                         (long long)r->node->cfg.max_key_size);
+        return;
+    }
+    if (get || head)
+        reply_get(r, key);
+    else
+        do_write(r, key, del);
+}
