@@ -54,7 +54,7 @@ LIBS_NODE  := -lh2o-evloop -ljansson -lcurl $(LIBS_ENGINE)
 
 PROGRAMS   := $(BIN)/triekv-server
 
-BENCH_BIN  := $(BUILD)/bench/engine_bench
+BENCH_BIN  := $(BUILD)/bench/engine_bench $(BUILD)/bench/h2o_ceiling
 
 .PHONY: all run test asan bench deps deps-test deps-bench clean format check-format unit
 .DEFAULT_GOAL := all
@@ -85,6 +85,10 @@ $(BIN)/triekv-server: $(NODE_OBJ) $(LIBTRIEKV)
 $(BUILD)/bench/engine_bench: $(BUILD)/bench/engine_bench.o $(LIBTRIEKV)
 	@echo "  LD      $@"
 	@$(CC) $(LDFLAGS) -o $@ $< $(LIBTRIEKV) $(LIBS_ENGINE)
+
+$(BUILD)/bench/h2o_ceiling: $(BUILD)/bench/h2o_ceiling.o
+	@echo "  LD      $@"
+	@$(CC) $(LDFLAGS) -o $@ $< -lh2o-evloop
 
 deps:
 	@sh deploy/deps.sh build

@@ -3,11 +3,11 @@
  *
  * Role: a benchmark baseline, not part of the store. Every request, whatever its method or path, is
  * answered "200 OK" with the same 100-byte body (Content-Type: application/octet-stream, with a
- * Content-Length, keep-alive kept). Nothing is parsed, looked up or copied, so wrk's requests/s
- * against this server is the most our own HTTP front end on the same library and the same machine
- * can hope to reach; bench compares the real server against it.
+ * Content-Length, keep-alive kept). Beyond h2o's own request parsing nothing is parsed, looked up
+ * or copied, so wrk's requests/s against this server is the most our HTTP front end, built on the
+ * same library, can hope to reach on the same machine: the benchmark sets our server against it.
  *
- *   h2o_ceiling [--port N] [--threads N] [--accept reuseport|shared]
+ *   h2o_ceiling [--port N] [--threads N] [--accept shared|reuseport]
  *
  * Listens on 127.0.0.1 only: --port defaults to 3099, --threads to the number of online cores.
  *
@@ -17,14 +17,18 @@
  * it, so h2o objects are never shared between threads and no lock is taken per request. The one
  * shared object is the read-only h2o_globalconf_t, set up before the workers start.
  *
- * Accepting: by default (--accept reuseport) every worker has its own listening socket bound to the
- * same port with SO_REUSEPORT, so the kernel spreads new connections over the workers' own accept
- * queues: no thundering herd and no contention on one queue. The alternative (--accept shared) is
- * one socket that every worker polls, as the h2o 2.2.5 standalone server does: each new connection
- * wakes every worker and all but one find accept() empty, but an idle worker tends to win, which
- * balances better when there are few connections. wrk keeps its connections open, so for this
- * benchmark accepting is off the hot path and both measure the same (see the numbers in
- * docs/BENCHMARKS.md); reuseport stays the default because it costs nothing and scales with churn.
+ * Accepting: by default (--accept shared) there is one listening socket, which every worker polls
+ * (each has its own h2o socket on a dup of the fd), as the h2o 2.2.5 standalone server does. The
+ * alternative (--accept reuseport) gives every worker its own socket on the same port with
+ * SO_REUSEPORT, and the kernel hashes new connections evenly over them. Shared is the default because
+ * it measured faster on the 2-core machine this was written on, with wrk on the same cores. Medians
+ * of quiet runs of wrk -t1 -c32 -d10s: shared 101k req/s (16 runs, 84k to 116k), reuseport 89k
+ * (11 runs), and --threads 1 114k (11 runs). wrk keeps its 32 connections open, so accept() costs
+ * nothing either way; the difference is where the connections land. With reuseport they split
+ * evenly and both server threads compete with wrk for the two cores. With a shared socket, whichever
+ * worker wakes first takes up to ACCEPTS_PER_WAKE at once, so the split is uneven (from 4:3 to
+ * everything on one thread), and the more skewed it is the closer the box gets to --threads 1.
+ * When the load generator runs on other cores, reuseport's even split is the better choice.
  *
  * Shutdown: on SIGINT/SIGTERM the main thread raises a flag and wakes every worker through h2o's
  * inter-thread queue (h2o_evloop_run() otherwise sleeps in epoll_wait() indefinitely). A worker
@@ -55,20 +59,20 @@
 
 #define DEFAULT_PORT     3099
 #define BODY_SIZE        100
-#define ACCEPTS_PER_WAKE 16  /* accept() calls per listener wake-up, at most */
+#define ACCEPTS_PER_WAKE 16   /* accept() calls per listener wake-up, at most */
 #define DRAIN_TIMEOUT_MS 1000 /* how long a worker waits for its connections at shutdown */
 
 enum accept_mode {
+    ACCEPT_SHARED,    /* one listening socket, polled by every worker (default) */
     ACCEPT_REUSEPORT, /* one listening socket per worker, SO_REUSEPORT */
-    ACCEPT_SHARED,    /* one listening socket, polled by every worker */
 };
 
-/* Everything a worker owns. Only `wakeup` and `tid` are touched by the main thread. */
+/* Everything a worker owns. Once it runs, the main thread only touches `wakeup` and `tid`. */
 struct worker {
     pthread_t tid;
-    int listen_fd;                     /* handed over to h2o, which closes it */
+    int listen_fd; /* handed over to h2o, which closes it */
     h2o_evloop_t *loop;
-    h2o_context_t ctx;                 /* one context per thread, never shared */
+    h2o_context_t ctx; /* one context per thread, never shared */
     h2o_accept_ctx_t accept_ctx;
     h2o_socket_t *listener;
     h2o_multithread_receiver_t wakeup; /* the main thread pokes this to end h2o_evloop_run() */
@@ -148,7 +152,8 @@ static void on_wakeup(h2o_multithread_receiver_t *receiver, h2o_linklist_t *mess
 {
     (void)receiver;
     while (!h2o_linklist_is_empty(messages)) {
-        h2o_multithread_message_t *msg = H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
+        h2o_multithread_message_t *msg =
+            H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
 
         h2o_linklist_unlink(&msg->link);
         free(msg);
@@ -280,14 +285,14 @@ static int parse_int(const char *s, int min, int max, int *out)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: h2o_ceiling [--port N] [--threads N] [--accept reuseport|shared]\n");
+    fprintf(stderr, "usage: h2o_ceiling [--port N] [--threads N] [--accept shared|reuseport]\n");
 }
 
 int main(int argc, char **argv)
 {
     int port = DEFAULT_PORT;
     int nthreads = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    enum accept_mode mode = ACCEPT_REUSEPORT;
+    enum accept_mode mode = ACCEPT_SHARED;
     struct worker *workers;
     sigset_t sigs;
     int sig, shared_fd = -1, i;

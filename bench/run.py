@@ -190,7 +190,183 @@ What the numbers say:
   data, small for read-mostly data far larger than the cache.
 """
 
-SECTIONS = {"engine": engine_section}
+# ---- the HTTP section ------------------------------------------------------------------------------
+
+import json
+import signal
+import socket
+import time
+import urllib.request
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1).read()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("no answer from %s" % url)
+
+
+def wrk(url, script, args, seconds, conns=32):
+    """requests/s, p50 and p99 in microseconds, from one wrk run (one thread)."""
+    cmd = ["wrk", "-t1", "-c%d" % conns, "-d%ds" % seconds, "--latency", "-s", script, url, "--"] + args
+    out = sh(cmd)
+    rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
+
+    def pct(p):
+        m = re.search(r"^\s+%s%%\s+([0-9.]+)(us|ms|s)\s*$" % p, out, re.M)
+        v, unit = float(m.group(1)), m.group(2)
+        return v * {"us": 1, "ms": 1e3, "s": 1e6}[unit]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError("wrk saw %s error responses from %s:\n%s" % (errors.group(1), url, out))
+    return {"ops": rps, "us": 1e6 / rps if rps else 0, "p50": pct(50), "p99": pct(99)}
+
+
+class Proc:
+    def __init__(self, cmd, **kw):
+        self.p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw)
+
+    def stop(self):
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                self.p.wait(30)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+
+
+HTTP_KEYS = 100000
+
+
+def preload_triekv(url):
+    for start in range(0, HTTP_KEYS, 10000):
+        body = json.dumps({"k%06d" % i: "v" * 100 for i in range(start, min(start + 10000, HTTP_KEYS))}).encode()
+        urllib.request.urlopen(urllib.request.Request(url + "/bulk", data=body, method="POST"), timeout=60).read()
+
+
+def start_triekv(work, name, fsync):
+    port = free_port()
+    d = os.path.join(work, name)
+    p = Proc([os.path.join(ROOT, "bin", "triekv-server"), "--bind", "127.0.0.1", "--port", str(port),
+              "--data-dir", d, "--fsync", fsync, "--log-level", "warn"])
+    url = "http://127.0.0.1:%d" % port
+    wait_http(url + "/health")
+    preload_triekv(url)
+    return p, url
+
+
+def start_redis_webdis(work, name, aof):
+    rport, wport = free_port(), free_port()
+    d = os.path.join(work, name)
+    os.makedirs(d)
+    args = ["redis-server", "--port", str(rport), "--bind", "127.0.0.1", "--dir", d, "--save", ""]
+    args += ["--appendonly", "yes", "--appendfsync", "always"] if aof else ["--appendonly", "no"]
+    redis = Proc(args)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", rport), 0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    cmds = "".join("SET k%06d %s\r\n" % (i, "v" * 100) for i in range(HTTP_KEYS))
+    subprocess.run(["redis-cli", "-p", str(rport), "--pipe"], input=cmds, text=True, check=True,
+                   stdout=subprocess.DEVNULL)
+    conf = os.path.join(d, "webdis.json")
+    with open(conf, "w") as f:
+        json.dump({"redis_host": "127.0.0.1", "redis_port": rport, "http_host": "127.0.0.1", "http_port": wport,
+                   "threads": os.cpu_count(), "pool_size": 32, "daemonize": False, "database": 0,
+                   "verbosity": 0, "logfile": os.path.join(d, "webdis.log")}, f)
+    webdis = Proc(["webdis", conf])
+    url = "http://127.0.0.1:%d" % wport
+    wait_http(url + "/GET/k000001")
+    return [redis, webdis], url
+
+
+def http_section(args):
+    work = tempfile.mkdtemp(prefix="triekv-bench-http-", dir=args.workdir)
+    secs = 3 if args.quick else 8
+    ceiling_port = free_port()
+    ceiling = Proc([os.path.join(BUILD, "bench", "h2o_ceiling"), "--port", str(ceiling_port)])
+    ceiling_url = "http://127.0.0.1:%d" % ceiling_port
+    procs = [ceiling]
+    try:
+        wait_http(ceiling_url + "/")
+        tdef, url_def = start_triekv(work, "default", "default")
+        tstr, url_str = start_triekv(work, "strict", "strict")
+        procs += [tdef, tstr]
+        peer, url_peer = start_redis_webdis(work, "redis", False)
+        peer_aof, url_peer_aof = start_redis_webdis(work, "redis-aof", True)
+        procs += peer + peer_aof
+        tkv = os.path.join(ROOT, "bench", "wrk", "triekv.lua")
+        wdl = os.path.join(ROOT, "bench", "wrk", "webdis.lua")
+        fixed = os.path.join(ROOT, "bench", "wrk", "fixed.lua")
+        plan = [("ceiling", ceiling_url, fixed, [])]
+        for mode in ("get", "post", "mix"):
+            plan.append(("triekv_default_" + mode, url_def, tkv, [mode, str(HTTP_KEYS)]))
+            plan.append(("triekv_strict_" + mode, url_str, tkv, [mode, str(HTTP_KEYS)]))
+            plan.append(("webdis_" + mode, url_peer, wdl, [mode, str(HTTP_KEYS)]))
+        plan.append(("webdis_aof_post", url_peer_aof, wdl, ["post", str(HTTP_KEYS)]))
+        runs = []
+        for r in range(args.runs):
+            res = {}
+            for name, url, script, a in plan:
+                print("http: run %d/%d: %s" % (r + 1, args.runs, name), flush=True)
+                res[name] = wrk(url, script, a, secs)
+            runs.append(res)
+    finally:
+        for p in procs:
+            p.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    m = medians(runs)
+    ceil_ops = m["ceiling"]["ops"]
+
+    def row(what, name, goal=None, peer=None):
+        x = m[name]
+        ratio = x["ops"] / ceil_ops
+        verdict = ""
+        if goal is not None:
+            verdict = "%s (goal %d%%)" % ("met" if ratio >= goal else "NOT met", goal * 100)
+        peer_txt = ""
+        if peer:
+            peer_txt = "%s (%.2fx)" % (fmt_ops(m[peer]["ops"]), x["ops"] / m[peer]["ops"])
+        return "| %s | %s | %.0f | %.0f | %.0f%% | %s | %s |\n" % (
+            what, fmt_ops(x["ops"]), x["p50"], x["p99"], ratio * 100, verdict, peer_txt)
+
+    md = "## HTTP (issue 3)\n\n" + machine_md(args.machine)
+    md += ("\nwrk on loopback, one wrk thread, 32 connections, %d s per run, median of %d runs; 100-byte values "
+           "over %s preloaded keys, keys chosen at random; triekv-server with its defaults (2 event-loop "
+           "threads on this 2-core machine, sharing the cores with wrk). The ceiling is bench/h2o_ceiling.c, a "
+           "bare h2o server on the same library answering every request with a fixed 100-byte body, measured "
+           "in the same run. The peer is Redis behind webdis (Debian's packages): GET /GET/k, PUT /SET/k; "
+           "Redis with no persistence, and with appendfsync always as the peer of strict.\n\n"
+           % (secs, args.runs, fmt_ops(HTTP_KEYS)))
+    md += "| test | req/s | p50 us | p99 us | of ceiling | goal | Redis+webdis req/s (ratio) |\n"
+    md += "|---|---|---|---|---|---|---|\n"
+    md += row("h2o ceiling (fixed 100-byte body)", "ceiling")
+    md += row("GET, fsync=default", "triekv_default_get", 0.85, "webdis_get")
+    md += row("POST, fsync=default", "triekv_default_post", 0.70, "webdis_post")
+    md += row("95/5 GET/POST, fsync=default", "triekv_default_mix", None, "webdis_mix")
+    md += row("GET, fsync=strict", "triekv_strict_get")
+    md += row("POST, fsync=strict (Redis: appendfsync always)", "triekv_strict_post", 0.25, "webdis_aof_post")
+    md += row("95/5 GET/POST, fsync=strict", "triekv_strict_mix")
+    spread = max(v["spread"] for v in m.values())
+    md += ("\nLargest spread between runs of one test: %.0f%% of its median. Command per run: `wrk -t1 -c32 -d%ds "
+           "--latency -s bench/wrk/triekv.lua URL -- MODE %d` (webdis.lua for the peer, fixed.lua for the "
+           "ceiling).\n" % (spread * 100, secs, HTTP_KEYS))
+    update_section("http", md)
+
+
+SECTIONS = {"engine": engine_section, "http": http_section}
 
 
 def main():

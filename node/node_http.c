@@ -10,10 +10,12 @@
  * 0), then keeps running until its connections are gone and the writes it handed to the engine
  * have been answered, for at most NODE_DRAIN_MS. Then the store is closed, which checkpoints.
  *
- * Writes: the loop thread builds a batch and gives it to triekv_write_async; the engine's
- * completion callback (an engine thread) posts the job back to the loop's receiver, which answers.
- * A guard in the request's pool tells the job when h2o has disposed of the request, so a job never
- * answers a request that is gone. */
+ * Writes: the loop thread builds a batch and first offers it to triekv_write_nowait, which commits
+ * on this thread when that needs no waiting (no fsync, an idle pipeline) and answers at once.
+ * Otherwise the batch goes to triekv_write_async; the engine's completion callback (an engine
+ * thread) posts the job back to the loop's receiver, which answers. A guard in the request's pool
+ * tells the job when h2o has disposed of the request, so a job never answers a request that is
+ * gone. */
 #include "node/node_int.h"
 #include "common/kv_assert.h"
 #include "common/kv_codec.h"
@@ -181,6 +183,15 @@ static void on_write_done(h2o_multithread_receiver_t *rx, h2o_linklist_t *messag
 void node_write(struct node_req *r, struct triekv_batch *b, node_write_reply_fn reply, const void *arg,
                 size_t arg_len)
 {
+    /* Most commits need no fsync and find the pipeline idle: commit here and answer at once, with
+     * no hand-off to the committer thread and back. Anything that would wait goes async. */
+    struct triekv_write_result res;
+    int rc = triekv_write_nowait(r->node->db, b, &res);
+    if (rc != KV_E_BUSY) {
+        triekv_batch_destroy(b);
+        reply(r, rc, &res, arg);
+        return;
+    }
     struct node_write_job *j = kv_calloc(1, sizeof *j + arg_len);
     j->r = r;
     j->th = r->th;

@@ -333,9 +333,10 @@ static int commit_effective(struct triekv *db, struct group *g, uint32_t neff)
     return KV_OK;
 }
 
-static void process_group(struct triekv *db, struct group *g)
+static void process_group(struct triekv *db, struct group *g, bool maint_held)
 {
-    pthread_mutex_lock(&db->maint_mu);
+    if (!maint_held)
+        pthread_mutex_lock(&db->maint_mu);
     int ro = atomic_load(&db->read_only);
     struct overlay ov, *o = NULL;
     if (g->needs_state && ro == 0) {
@@ -383,26 +384,34 @@ static void process_group(struct triekv *db, struct group *g)
 
 /* ---- the queue and leadership ---------------------------------------------------------------- */
 
-/* Waits (outside every lock) while pages pinned by unflushed writes fill the whole cache budget,
- * so a writer faster than the disk cannot grow memory without bound. The floor of a few pages
- * keeps tiny budgets writable. Bounded: after DIRTY_WAIT_MS * 1000 the group goes on anyway. */
+/* Whether pages pinned by unflushed writes fill the whole cache budget (the floor of a few pages
+ * keeps tiny budgets writable). */
+static bool over_pinned(struct triekv *db)
+{
+    uint64_t floor = 8 * db->opt.max_page_size;
+    uint64_t hard = db->opt.cache_bytes > floor ? db->opt.cache_bytes : floor;
+    return cache_pinned_bytes(db->cache) > hard && atomic_load(&db->read_only) == 0;
+}
+
+/* Waits (outside every lock) while over_pinned, so a writer faster than the disk cannot grow
+ * memory without bound. Bounded: after DIRTY_WAIT_MS * 1000 the group goes on anyway. */
 static void throttle(struct triekv *db)
 {
     if (db->opt.manual_checkpoints)
         return; /* the embedder runs checkpoints: waiting for one here could wait forever */
-    uint64_t floor = 8 * db->opt.max_page_size;
-    uint64_t hard = db->opt.cache_bytes > floor ? db->opt.cache_bytes : floor;
-    for (int i = 0; i < 1000 && cache_pinned_bytes(db->cache) > hard && atomic_load(&db->read_only) == 0; i++) {
+    for (int i = 0; i < 1000 && over_pinned(db); i++) {
         trie_ckpt_poke(db, true);
         struct timespec ts = {0, DIRTY_WAIT_MS * 1000000L};
         nanosleep(&ts, NULL);
     }
 }
 
-/* Leads one group. Called with leader_active set by the caller and q_mu not held. */
-static void lead(struct triekv *db)
+/* Leads one group. Called with leader_active set by the caller and q_mu not held; with
+ * maint_held, the caller holds maint_mu already (and has checked the throttle). */
+static void lead(struct triekv *db, bool maint_held)
 {
-    throttle(db);
+    if (!maint_held)
+        throttle(db);
     struct trie_writer *members[GROUP_BATCHES_MAX];
     struct group g = {.w = members};
     uint64_t bytes = 0;
@@ -425,7 +434,7 @@ static void lead(struct triekv *db)
         for (uint32_t k = 0; k < b->nops && !g.needs_state; k++)
             g.needs_state = b->ops[k].cond != TRIEKV_IF_ANY || b->ops[k].type == TRIE_REC_DEL;
     }
-    process_group(db, &g);
+    process_group(db, &g, maint_held);
     free(g.pins);
 
     /* A synchronous writer's struct lives on its own stack and may be gone the moment it sees
@@ -444,10 +453,12 @@ static void lead(struct triekv *db)
             pthread_cond_signal(&members[i]->cv);
     }
     db->leader_active = false;
-    if (db->q_head == NULL || db->q_head->done != NULL)
-        pthread_cond_signal(&db->committer_cv);
-    else
-        pthread_cond_signal(&db->q_head->cv);
+    if (db->q_head != NULL && db->q_head->done != NULL)
+        pthread_cond_signal(&db->committer_cv); /* an async writer waits: the committer leads it */
+    else if (db->q_head != NULL)
+        pthread_cond_signal(&db->q_head->cv); /* a synchronous writer waits: it leads itself */
+    else if (db->stopping)
+        pthread_cond_signal(&db->committer_cv); /* let the committer see the empty queue and exit */
     pthread_mutex_unlock(&db->q_mu);
 
     for (uint32_t i = 0; i < nasync; i++) { /* async completions, outside every lock */
@@ -505,7 +516,7 @@ int triekv_write(struct triekv *db, struct triekv_batch *b, struct triekv_write_
                 if (!db->leader_active && db->q_head == &w) {
                     db->leader_active = true;
                     pthread_mutex_unlock(&db->q_mu);
-                    lead(db);
+                    lead(db, false);
                     pthread_mutex_lock(&db->q_mu);
                     continue;
                 }
@@ -515,6 +526,43 @@ int triekv_write(struct triekv *db, struct triekv_batch *b, struct triekv_write_
         pthread_mutex_unlock(&db->q_mu);
         pthread_cond_destroy(&w.cv);
     }
+    if (res)
+        *res = w.res;
+    return w.rc;
+}
+
+int triekv_write_nowait(struct triekv *db, struct triekv_batch *b, struct triekv_write_result *res)
+{
+    if (db->opt.fsync == TRIEKV_FSYNC_STRICT || over_pinned(db))
+        return KV_E_BUSY;
+    struct trie_writer w = {.batch = b};
+    w.res.failed_op = -1;
+    w.rc = prepare(db, &w);
+    if (w.rc != KV_OK || b->nops == 0) {
+        if (w.rc == KV_OK)
+            w.res.seq = atomic_load(&db->seq);
+        if (res)
+            *res = w.res;
+        return w.rc;
+    }
+    pthread_mutex_lock(&db->q_mu);
+    /* Only an idle pipeline: a queued writer would be overtaken, a leader waited for. */
+    if (db->leader_active || db->q_head != NULL || db->stopping || pthread_mutex_trylock(&db->maint_mu) != 0) {
+        pthread_mutex_unlock(&db->q_mu);
+        return KV_E_BUSY;
+    }
+    if (db->opt.fsync == TRIEKV_FSYNC_BATCH && sync_needed(db, 1)) { /* this one would sync */
+        pthread_mutex_unlock(&db->maint_mu);
+        pthread_mutex_unlock(&db->q_mu);
+        return KV_E_BUSY;
+    }
+    db->leader_active = true;
+    kv_cond_init(&w.cv);
+    enqueue(db, &w);
+    pthread_mutex_unlock(&db->q_mu);
+    lead(db, true); /* our batch is at the head, so it is in this group: finished when lead returns */
+    KV_ASSERT(w.finished);
+    pthread_cond_destroy(&w.cv);
     if (res)
         *res = w.res;
     return w.rc;
@@ -585,7 +633,7 @@ static void *committer_main(void *arg)
         if (db->q_head && !db->leader_active) {
             db->leader_active = true;
             pthread_mutex_unlock(&db->q_mu);
-            lead(db);
+            lead(db, false);
             pthread_mutex_lock(&db->q_mu);
             continue;
         }

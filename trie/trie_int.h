@@ -198,7 +198,7 @@ struct trie_page {
     uint64_t dirty_bytes;        /* their encoded size */
     bool dirty_pinned;           /* one cache pin while dirty records exist, are flushing, or the
                                     page is on the dirty list */
-    bool on_dirty_list;          /* guarded by db->dirty_mu */
+    _Atomic bool on_dirty_list;  /* changed under db->dirty_mu; read without it as a hint */
     struct trie_page *dirty_next; /* guarded by db->dirty_mu */
     uint64_t live_value_bytes;
     uint64_t live_rec_bytes; /* encoded size of the live records: what a compaction would keep */

@@ -180,9 +180,11 @@ void trie_page_mark_dirty(struct triekv *db, struct trie_page *p)
         p->dirty_pinned = true;
         cache_pin(db->cache, &p->ce);
     }
+    if (atomic_load_explicit(&p->on_dirty_list, memory_order_acquire))
+        return; /* listed already: no need for the global lock (it is only cleared under it) */
     pthread_mutex_lock(&db->dirty_mu);
-    if (!p->on_dirty_list) {
-        p->on_dirty_list = true;
+    if (!atomic_load_explicit(&p->on_dirty_list, memory_order_relaxed)) {
+        atomic_store_explicit(&p->on_dirty_list, true, memory_order_release);
         p->dirty_next = db->dirty_head;
         db->dirty_head = p;
     }

@@ -149,6 +149,13 @@ int triekv_write(struct triekv *db, struct triekv_batch *b, struct triekv_write_
 typedef void (*triekv_done_fn)(void *arg, int rc, const struct triekv_write_result *res);
 void triekv_write_async(struct triekv *db, struct triekv_batch *b, triekv_done_fn done, void *arg);
 
+/* Commits b on the calling thread if that needs no waiting at all: no fdatasync in this commit
+ * (fsync default or interval, or batch below its threshold), no other writer queued or leading, no
+ * checkpoint step in progress, no write throttling. Otherwise returns KV_E_BUSY at once and nothing
+ * is done (use triekv_write_async). Event loops use it to answer most writes without a thread
+ * hand-off. Other errors and results as triekv_write; b is borrowed. */
+int triekv_write_nowait(struct triekv *db, struct triekv_batch *b, struct triekv_write_result *res);
+
 /* Conveniences over a one-operation batch. */
 int triekv_put(struct triekv *db, struct kv_slice key, struct kv_slice value, uint64_t *seq);
 int triekv_delete(struct triekv *db, struct kv_slice key, uint64_t *seq); /* KV_E_NOT_FOUND if absent */

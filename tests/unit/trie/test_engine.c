@@ -744,6 +744,58 @@ static void test_async_writes(void)
     harness_rmdir(dir);
 }
 
+static void test_write_nowait(void)
+{
+    const char *dir = harness_tmpdir(0);
+    struct triekv *db = open_small(dir, TRIEKV_FSYNC_DEFAULT, 1 << 20);
+    struct triekv_batch *b = triekv_batch_create();
+    struct triekv_write_result res;
+    CHECK_OK(triekv_batch_put(b, S("k"), S("v1"), TRIEKV_IF_ANY, 0));
+    CHECK_OK(triekv_write_nowait(db, b, &res)); /* an idle pipeline in default mode: committed here */
+    CHECK(res.seq == 1);
+    CHECK(get_eq(db, S("k"), S("v1")));
+    triekv_batch_destroy(b);
+    b = triekv_batch_create();
+    CHECK_OK(triekv_batch_put(b, S("k"), S("v2"), TRIEKV_IF_ABSENT, 0));
+    CHECK_RC(triekv_write_nowait(db, b, &res), KV_E_PRECONDITION); /* its own outcome, not BUSY */
+    CHECK(res.failed_op == 0);
+    triekv_batch_destroy(b);
+    CHECK_OK(triekv_close(db));
+    harness_rmdir(dir);
+
+    dir = harness_tmpdir(0);
+    db = open_small(dir, TRIEKV_FSYNC_STRICT, 1 << 20); /* every commit syncs: never on the caller */
+    b = triekv_batch_create();
+    CHECK_OK(triekv_batch_put(b, S("k"), S("v"), TRIEKV_IF_ANY, 0));
+    CHECK_RC(triekv_write_nowait(db, b, &res), KV_E_BUSY);
+    struct triekv_value *v = NULL;
+    CHECK_RC(triekv_get(db, S("k"), &v), KV_E_NOT_FOUND); /* BUSY did nothing */
+    triekv_batch_destroy(b);
+    CHECK_OK(triekv_close(db));
+    harness_rmdir(dir);
+
+    dir = harness_tmpdir(0);
+    struct triekv_options o;
+    small_options(&o, TRIEKV_FSYNC_BATCH, 1 << 20);
+    o.fsync_batch_writes = 3;
+    db = open_with(dir, &o);
+    int busy = 0, ok = 0;
+    for (int i = 0; i < 9; i++) {
+        b = triekv_batch_create();
+        CHECK_OK(triekv_batch_put(b, S("k"), S("v"), TRIEKV_IF_ANY, 0));
+        int rc = triekv_write_nowait(db, b, &res);
+        if (rc == KV_E_BUSY)
+            rc = triekv_write(db, b, &res), busy++; /* the one that syncs goes the waiting way */
+        else
+            ok++;
+        CHECK_OK(rc);
+        triekv_batch_destroy(b);
+    }
+    CHECK(busy == 3 && ok == 6);
+    CHECK_OK(triekv_close(db));
+    harness_rmdir(dir);
+}
+
 static void test_fsync_modes(void)
 {
     const char *dir = harness_tmpdir(0);
@@ -1072,6 +1124,7 @@ int main(void)
     RUN(test_concurrent);
     RUN(test_group_commit);
     RUN(test_async_writes);
+    RUN(test_write_nowait);
     RUN(test_fsync_modes);
     RUN(test_checkpoint_and_retention);
     RUN(test_corruption);

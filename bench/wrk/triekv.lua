@@ -1,0 +1,22 @@
+-- bench/wrk/triekv.lua - wrk script for triekv's HTTP benchmark.
+-- Keys k000000..k(KEYS-1) are preloaded; each request picks one at random. MODE chooses the mix:
+--   get   GET /kv/{key}
+--   post  POST /kv/{key} with a 100-byte body
+--   mix   95% GET, 5% POST
+-- Set with: wrk ... -s triekv.lua <url> -- MODE [KEYS]
+local mode, keys = "get", 100000
+local body = string.rep("v", 100)
+
+function init(args)
+    mode = args[1] or mode
+    keys = tonumber(args[2] or keys)
+    math.randomseed(os.time() + math.floor(os.clock() * 1e6))
+end
+
+function request()
+    local k = string.format("/kv/k%06d", math.random(0, keys - 1))
+    if mode == "post" or (mode == "mix" and math.random(100) <= 5) then
+        return wrk.format("POST", k, {["Content-Type"] = "application/octet-stream"}, body)
+    end
+    return wrk.format("GET", k)
+end
