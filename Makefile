@@ -56,7 +56,7 @@ PROGRAMS   := $(BIN)/triekv-server
 
 BENCH_BIN  := $(BUILD)/bench/engine_bench $(BUILD)/bench/h2o_ceiling
 
-.PHONY: all run test asan bench deps deps-test deps-bench clean format check-format unit
+.PHONY: all run test asan bench deps deps-test deps-bench clean format check-format
 .DEFAULT_GOAL := all
 .SECONDARY:
 
@@ -90,6 +90,11 @@ $(BUILD)/bench/h2o_ceiling: $(BUILD)/bench/h2o_ceiling.o
 	@echo "  LD      $@"
 	@$(CC) $(LDFLAGS) -o $@ $< -lh2o-evloop
 
+# Starts a main node with config.json and ./data in the foreground (Ctrl-C stops it cleanly).
+run: deps
+	$(MAKE) all
+	$(BIN)/triekv-server --config config.json
+
 deps:
 	@sh deploy/deps.sh build
 deps-test:
@@ -106,6 +111,7 @@ test: deps-test
 asan: deps-test
 	$(MAKE) VARIANT=asan all
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	    LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp \
 	    $(PYTHON) tests/run.py --build build-asan --bin build-asan/bin --variant asan $(if $(TESTS),--suites $(TESTS))
 
 bench: deps-bench
