@@ -188,6 +188,7 @@ static int scan_dir(struct triekv *db)
             close(fd);
         return e;
     }
+    rewinddir(d); /* a dup shares the directory's position with every other dup */
     int rc = KV_OK;
     bool removed = false;
     struct dirent *de;
@@ -275,7 +276,7 @@ static int replay_apply(struct triekv *db, uint64_t seq, const uint8_t *payload,
 {
     if (atomic_load(&db->read_only) != 0)
         return KV_OK;
-    int rc = trie_apply_payload(db, seq, payload, len, op_count);
+    int rc = trie_apply_payload(db, seq, payload, len, op_count, true);
     if (rc == KV_E_CORRUPT || rc == KV_E_VERSION) {
         trie_log(db, KV_LOG_ERROR, "cannot replay batch %" PRIu64 " into a damaged partition", seq);
         trie_set_read_only(db, rc, "commit log replay incomplete");
@@ -288,6 +289,12 @@ static void db_free(struct triekv *db)
 {
     trie_wal_close(db);
     trie_node_free_tree(db->root);
+    while (db->graveyard) {
+        struct trie_node *g = db->graveyard;
+        db->graveyard = g->parent; /* a buried root links to the next through parent */
+        g->parent = NULL;
+        trie_node_free_tree(g);
+    }
     cache_destroy(db->cache);
     if (db->io_owned) {
         db->io_owned->destroy(db->io_owned->ctx);
@@ -306,6 +313,8 @@ static void db_free(struct triekv *db)
     pthread_mutex_destroy(&db->ckpt_mu);
     pthread_cond_destroy(&db->ckpt_cv);
     pthread_mutex_destroy(&db->dirty_mu);
+    pthread_mutex_destroy(&db->seq_mu);
+    pthread_cond_destroy(&db->seq_cv);
     free(db->dir);
     free(db);
 }
@@ -331,6 +340,8 @@ static struct triekv *db_alloc(const char *dir, const struct triekv_options *o)
     pthread_mutex_init(&db->ckpt_mu, NULL);
     kv_cond_init(&db->ckpt_cv);
     pthread_mutex_init(&db->dirty_mu, NULL);
+    pthread_mutex_init(&db->seq_mu, NULL);
+    kv_cond_init(&db->seq_cv);
     return db;
 }
 
@@ -372,7 +383,9 @@ int triekv_open(const char *dir, const struct triekv_options *opt, struct triekv
     db->root = trie_node_new(NULL, 0);
     atomic_store(&db->st_partitions, 1);
     db->recovering = true;
-    rc = trie_ckpt_read(db, &ckpt);
+    rc = trie_resync_recover(db);
+    if (rc == KV_OK)
+        rc = trie_ckpt_read(db, &ckpt);
     if (rc == KV_OK)
         rc = scan_dir(db);
     if (rc != KV_OK)
@@ -383,7 +396,7 @@ int triekv_open(const char *dir, const struct triekv_options *opt, struct triekv
     if (rc != KV_OK)
         goto fail;
     db->next_seq = last + 1;
-    atomic_store(&db->seq, last);
+    trie_publish_seq(db, last);
     atomic_store(&db->checkpoint_seq, ckpt);
     for (size_t i = 0; i < retire.n && atomic_load(&db->read_only) == 0; i++) {
         rc = trie_ckpt_retire(db, retire.v[i]);

@@ -323,10 +323,10 @@ static int commit_effective(struct triekv *db, struct group *g, uint32_t neff)
         if (!w->effective)
             continue;
         int arc = trie_apply_payload(db, w->res.seq, w->batch->payload.ptr, (uint32_t)w->batch->payload.len,
-                                     w->batch->nops);
-        KV_ASSERT(arc == KV_OK); /* pages are pinned and the payload is ours */
+                                     w->batch->nops, w->given_seq != 0);
+        KV_ASSERT(arc == KV_OK); /* pages are pinned and the payload was checked */
     }
-    atomic_store_explicit(&db->seq, last, memory_order_release);
+    trie_publish_seq(db, last);
     pthread_rwlock_unlock(&db->view_lock);
     atomic_fetch_add(&db->st_batches, neff);
     atomic_fetch_add(&db->st_groups, 1);
@@ -354,6 +354,10 @@ static void process_group(struct triekv *db, struct group *g, bool maint_held)
             continue;
         }
         uint64_t seq = db->next_seq + neff;
+        if (w->given_seq != 0 && w->given_seq != seq) {
+            w->rc = KV_E_INVALID; /* a replicated batch out of sequence */
+            continue;
+        }
         evaluate(db, g, o, w, seq);
         if (w->effective) {
             w->res.seq = seq;
@@ -662,14 +666,15 @@ void trie_commit_stop(struct triekv *db)
 /* ---- applying -------------------------------------------------------------------------------- */
 
 static void apply_op(struct triekv *db, uint64_t seq, const struct trie_op_view *op, struct trie_page *p,
-                     struct trie_node *n)
+                     struct trie_node *n, bool guard)
 {
     struct kv_slice key = kv_slice_make(op->key, op->klen);
     struct triekv_value *cur = trie_page_find(p, key), *old = NULL;
     /* Replay is idempotent: an operation older than the key's version is already superseded in the
-     * partition log. One of the same version is applied again: a batch may touch a key twice, and
-     * re-running its operations in order ends in the same state. */
-    if (db->recovering && cur && cur->seq > seq)
+     * partition log (or, on a replica, by a snapshot item). One of the same version is applied
+     * again: a batch may touch a key twice, and re-running its operations in order ends in the
+     * same state. */
+    if (guard && cur && cur->seq > seq)
         return;
     int64_t delta = 0;
     if (op->type == TRIE_REC_PUT) {
@@ -702,7 +707,54 @@ static void apply_op(struct triekv *db, uint64_t seq, const struct trie_op_view 
     trie_page_charge(db, p, delta);
 }
 
-int trie_apply_payload(struct triekv *db, uint64_t seq, const uint8_t *payload, uint32_t len, uint32_t op_count)
+void trie_publish_seq(struct triekv *db, uint64_t seq)
+{
+    atomic_store_explicit(&db->seq, seq, memory_order_release);
+    if (atomic_load_explicit(&db->seq_waiters, memory_order_acquire) > 0) {
+        pthread_mutex_lock(&db->seq_mu);
+        pthread_cond_broadcast(&db->seq_cv);
+        pthread_mutex_unlock(&db->seq_mu);
+    }
+}
+
+int trie_commit_given(struct triekv *db, struct trie_writer **w, uint32_t n)
+{
+    pthread_mutex_lock(&db->q_mu);
+    if (db->stopping) {
+        pthread_mutex_unlock(&db->q_mu);
+        return KV_E_CLOSED;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        kv_cond_init(&w[i]->cv);
+        w[i]->res.failed_op = -1;
+        w[i]->rc = prepare(db, w[i]); /* limits, and the payload checksum its WAL header carries */
+        enqueue(db, w[i]);
+    }
+    /* lead (or wait for) the groups until every one of ours is done */
+    for (uint32_t i = 0; i < n; i++) {
+        while (!w[i]->finished) {
+            if (!db->leader_active && db->q_head != NULL && db->q_head->done == NULL) {
+                db->leader_active = true;
+                pthread_mutex_unlock(&db->q_mu);
+                lead(db, false);
+                pthread_mutex_lock(&db->q_mu);
+                continue;
+            }
+            pthread_cond_wait(&w[i]->cv, &db->q_mu);
+        }
+    }
+    pthread_mutex_unlock(&db->q_mu);
+    int rc = KV_OK;
+    for (uint32_t i = 0; i < n; i++) {
+        pthread_cond_destroy(&w[i]->cv);
+        if (rc == KV_OK)
+            rc = w[i]->rc;
+    }
+    return rc;
+}
+
+int trie_apply_payload(struct triekv *db, uint64_t seq, const uint8_t *payload, uint32_t len, uint32_t op_count,
+                       bool guard)
 {
     uint32_t off = 0;
     for (uint32_t i = 0; i < op_count; i++) {
@@ -716,7 +768,7 @@ int trie_apply_payload(struct triekv *db, uint64_t seq, const uint8_t *payload, 
         if (rc != KV_OK)
             return rc;
         pthread_rwlock_wrlock(&p->lock);
-        apply_op(db, seq, &op, p, n);
+        apply_op(db, seq, &op, p, n, guard || db->recovering);
         bool oversize = p->file_bytes + p->dirty_bytes > db->opt.max_page_size;
         pthread_rwlock_unlock(&p->lock);
         trie_page_put(db, n);

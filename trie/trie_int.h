@@ -374,6 +374,7 @@ struct triekv_batch {
 
 struct trie_writer {
     struct triekv_batch *batch;
+    uint64_t given_seq; /* a replicated batch keeps its main's number (0: take the next) */
     bool owns_batch;
     triekv_done_fn done; /* NULL: a thread waits on cv */
     void *arg;
@@ -405,6 +406,11 @@ struct triekv {
     pthread_mutex_t maint_mu;
     pthread_rwlock_t view_lock;
     _Atomic uint64_t seq;  /* last committed and visible batch */
+    pthread_mutex_t seq_mu; /* with seq_cv: triekv_wait_seq sleeps here */
+    pthread_cond_t seq_cv;
+    _Atomic int seq_waiters;
+    struct trie_node *graveyard; /* tries replaced by a resync: nodes stay until close (readers) */
+    _Atomic bool resyncing;      /* between triekv_snapshot_begin and _end */
     uint64_t next_seq;     /* leader (maint_mu) */
     struct trie_wal wal;
     _Atomic int read_only; /* 0, or the error that stopped writes */
@@ -442,10 +448,19 @@ void trie_log(struct triekv *db, int level, const char *fmt, ...) __attribute__(
 void trie_set_read_only(struct triekv *db, int err, const char *what);
 /* Marks a partition unreadable and logs it once. */
 void trie_set_damaged(struct triekv *db, struct trie_node *n, int err, const char *what);
-/* Applies one WAL payload to the pages (maint_mu held). In recovery, ops older than a key's
- * current version are skipped, which makes replay idempotent (same-version ops are re-applied in
- * order: a batch may touch a key more than once). */
-int trie_apply_payload(struct triekv *db, uint64_t seq, const uint8_t *payload, uint32_t len, uint32_t op_count);
+/* Applies one WAL payload to the pages (maint_mu held). With guard (recovery, replicated batches),
+ * ops older than a key's current version are skipped, which makes replay idempotent (same-version
+ * ops are re-applied in order: a batch may touch a key more than once). */
+int trie_apply_payload(struct triekv *db, uint64_t seq, const uint8_t *payload, uint32_t len, uint32_t op_count,
+                       bool guard);
+/* Publishes seq as committed and wakes triekv_wait_seq sleepers. */
+void trie_publish_seq(struct triekv *db, uint64_t seq);
+/* Writes writers[0..n) (batches with given_seq set, contiguous from db->seq + 1) through the
+ * commit pipeline. Returns the first failure. */
+int trie_commit_given(struct triekv *db, struct trie_writer **w, uint32_t n);
+/* Removes the resync marker's leftovers at open: an unfinished resync leaves an empty store. */
+int trie_resync_recover(struct triekv *db);
+#define TRIE_RESYNC_FILE "RESYNC"
 /* Wakes the checkpointer when thresholds are passed (or always, with force). */
 void trie_ckpt_poke(struct triekv *db, bool force);
 bool trie_ckpt_pressure(struct triekv *db);

@@ -26,6 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "common/kv_buf.h"
 #include "common/kv_err.h"
 
 /* Hard caps; configured limits must stay within them (checked by triekv_open). */
@@ -204,6 +205,48 @@ int triekv_checkpoint(struct triekv *db);
  * number still needed (UINT64_MAX: none). Segments are kept for it until they pass
  * retention_bytes_max in total; then the oldest go and such a reader gets KV_E_LOG_TRUNCATED. */
 void triekv_set_retention(struct triekv *db, uint64_t (*fn)(void *arg), void *arg);
+
+/* ---- replication: reading the commit log, applying it elsewhere ------------------------------------
+ * A main ships its commit log to replicas record by record. A record is exactly what the commit
+ * log holds for one batch (a 32-byte header with its sequence number and checksums, then the
+ * operations), so a replica can check it and append it to its own commit log unchanged: a
+ * replica's store numbers its batches exactly like its main's. */
+
+struct triekv_log_reader;
+
+/* Opens a reader at batch from_seq (the first batch it returns). Errors: KV_E_LOG_TRUNCATED when
+ * the commit log no longer holds from_seq (a reader that far behind needs a snapshot). A from_seq
+ * past the last batch is fine: the reader waits there. *out is released with triekv_log_close. */
+int triekv_log_open(struct triekv *db, uint64_t from_seq, struct triekv_log_reader **out);
+void triekv_log_close(struct triekv_log_reader *r);
+/* Appends whole committed records, in order, to out until about max_bytes (at least one record,
+ * however large). *count gets how many (0: nothing committed after the reader yet); the next
+ * call continues after them. Errors: KV_E_LOG_TRUNCATED (the segment was dropped under a slow
+ * reader), KV_E_CORRUPT, errno. */
+int triekv_log_read(struct triekv_log_reader *r, struct kv_buf *out, size_t max_bytes, uint32_t *count);
+/* The sequence number the next triekv_log_read starts at. */
+uint64_t triekv_log_next(const struct triekv_log_reader *r);
+/* Waits until batch seq is committed or timeout_ms passes. Returns 0 or KV_E_TIMEOUT. */
+int triekv_wait_seq(struct triekv *db, uint64_t seq, uint32_t timeout_ms);
+/* The oldest batch the commit log still holds (checkpoint_seq + 1 when it holds none). */
+uint64_t triekv_log_first(struct triekv *db);
+
+/* Replica: applies records (as triekv_log_read produced them) with their own sequence numbers,
+ * through the commit log like any write, in order. A record at or below the store's sequence
+ * number is skipped (a resent batch changes nothing); a gap is KV_E_INVALID. *applied gets the
+ * store's sequence number afterwards. Errors: KV_E_CORRUPT (a bad checksum), KV_E_INVALID,
+ * KV_E_READONLY, errno; records before the failing one stay applied. */
+int triekv_apply_log(struct triekv *db, const uint8_t *records, size_t len, uint64_t *applied);
+
+/* Replica full resync. begin wipes the store (every key, the commit log, the checkpoint) and
+ * leaves a marker: a store opened with the marker present comes up empty, so a crash in the
+ * middle can never leave a mix of old and new data. put loads items with their versions; end sets
+ * the store's sequence number to seq (the snapshot is consistent with the main's log from seq
+ * on), checkpoints, and removes the marker. Nothing else may write to the store meanwhile. */
+int triekv_snapshot_begin(struct triekv *db);
+int triekv_snapshot_put(struct triekv *db, struct kv_slice key, struct kv_slice value, uint64_t version);
+int triekv_snapshot_end(struct triekv *db, uint64_t seq);
+bool triekv_snapshot_active(struct triekv *db);
 
 struct triekv_stats {
     uint64_t keys;              /* live keys */
