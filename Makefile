@@ -48,7 +48,7 @@ UNIT_SRC   := $(wildcard tests/unit/*/test_*.c)
 UNIT_BIN   := $(patsubst %.c,$(BUILD)/%,$(UNIT_SRC))
 TESTLIB_OBJ := $(BUILD)/tests/unit/harness.o
 
-NODE_SRC   := $(wildcard node/*.c)
+NODE_SRC   := $(wildcard node/*.c) $(wildcard replication/*.c)
 NODE_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(NODE_SRC))
 LIBS_NODE  := -lh2o-evloop -ljansson -lcurl $(LIBS_ENGINE)
 

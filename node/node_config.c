@@ -5,6 +5,7 @@
  * size is bytes, every duration milliseconds. */
 #include "node/node_int.h"
 #include "common/kv_assert.h"
+#include "replication/repl.h"
 #include "common/kv_log.h"
 
 #include <arpa/inet.h>
@@ -19,6 +20,7 @@
 static const char *const fsync_modes[] = {"default", "strict", "batch", "interval", NULL};
 static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL};
 static const char *const io_backends[] = {"auto", "io_uring", "posix", NULL};
+static const char *const repl_modes[] = {"async", "sync", NULL};
 
 const struct kv_cfg_key node_config_keys[] = {
     {"port", KV_CFG_INT, K(port), 1, 65535, false, NULL, "TCP port of the REST API"},
@@ -59,6 +61,28 @@ const struct kv_cfg_key node_config_keys[] = {
     {"log_level", KV_CFG_ENUM, K(log_level), 0, 0, false, log_levels, "least severe log level written"},
     {"io_backend", KV_CFG_ENUM, K(io_backend), 0, 0, false, io_backends,
      "file I/O: io_uring where the kernel allows it, else POSIX"},
+    {"replication_mode", KV_CFG_ENUM, K(replication_mode), 0, 0, false, repl_modes,
+     "async: OK after the local commit; sync: OK after min_replica_acks replicas applied it"},
+    {"min_replica_acks", KV_CFG_INT, K(min_replica_acks), 1, REPL_MAX_REPLICAS, false, NULL,
+     "replication_mode=sync: replicas that must apply a write before its OK"},
+    {"replication_timeout_ms", KV_CFG_INT, K(replication_timeout_ms), 10, 600000, false, NULL,
+     "how long a sync write waits for replicas, and a replication request may stall"},
+    {"replication_token", KV_CFG_STRING, K(replication_token), 0, 0, false, NULL,
+     "shared secret a replica requires of its main (empty: none)"},
+    {"replication_retention_mb", KV_CFG_INT, K(replication_retention_mb), 1, 1 << 20, false, NULL,
+     "commit log kept for lagging replicas, MiB; past it they get a snapshot"},
+    {"replication_batch_bytes", KV_CFG_INT, K(replication_batch_bytes), 4096, 1 << 30, true, NULL,
+     "bytes of records per replication request (one larger record goes alone)"},
+    {"replication_read_wait_ms", KV_CFG_INT, K(replication_read_wait_ms), 0, 60000, false, NULL,
+     "how long a read with X-Triekv-Min-Seq waits for a replica to catch up"},
+    {"advertise_url", KV_CFG_STRING, K(advertise_url), 0, 0, false, NULL,
+     "this main's public URL, which replicas name in their refusals (default http://HOSTNAME:PORT)"},
+    {"wal_segment_bytes", KV_CFG_INT, K(wal_segment_bytes), TRIEKV_PAGE_SIZE_MIN, 4ll << 30, true, NULL,
+     "commit log segment size in bytes"},
+    {"checkpoint_wal_bytes", KV_CFG_INT, K(checkpoint_wal_bytes), 64 * 1024, 64ll << 30, true, NULL,
+     "commit log bytes that trigger a checkpoint"},
+    {"checkpoint_interval_ms", KV_CFG_INT, K(checkpoint_interval_ms), 10, 86400000, false, NULL,
+     "longest time between checkpoints while there are unflushed writes"},
     {NULL, 0, 0, 0, 0, false, NULL, NULL},
 };
 
@@ -86,6 +110,17 @@ void node_config_defaults(struct node_config *c)
     c->threads = 0;
     c->log_level = kv_strdup("info");
     c->io_backend = kv_strdup("auto");
+    c->replication_mode = kv_strdup("async");
+    c->min_replica_acks = 1;
+    c->replication_timeout_ms = 5000;
+    c->replication_token = kv_strdup("");
+    c->replication_retention_mb = 1024;
+    c->replication_batch_bytes = 4 << 20;
+    c->replication_read_wait_ms = 2000;
+    c->advertise_url = kv_strdup("");
+    c->wal_segment_bytes = 64 << 20;
+    c->checkpoint_wal_bytes = 256 << 20;
+    c->checkpoint_interval_ms = 60000;
 }
 
 void node_config_free(struct node_config *c)
@@ -154,6 +189,17 @@ static int check(const struct node_config *c, char *err)
         return bad(err, "config: 'cluster_id' must be 1 to 128 characters");
     if (c->max_bulk_bytes < c->max_key_size)
         return bad(err, "config: 'max_bulk_bytes' must be at least 'max_key_size'");
+    if (c->replicas.n > REPL_MAX_REPLICAS)
+        return bad(err, "config: 'replicas' may list at most %d replicas", REPL_MAX_REPLICAS);
+    if (strcmp(c->replication_mode, "sync") == 0 && !c->is_replica &&
+        (int64_t)c->replicas.n < c->min_replica_acks)
+        return bad(err, "config: 'min_replica_acks' is %lld but 'replicas' lists %zu: sync writes could never "
+                        "be acknowledged",
+                   (long long)c->min_replica_acks, c->replicas.n);
+    if (c->advertise_url[0] && !url_ok(c->advertise_url))
+        return bad(err, "config: 'advertise_url' must be an http:// URL, got \"%s\"", c->advertise_url);
+    if (strlen(c->replication_token) > 256)
+        return bad(err, "config: 'replication_token' must be at most 256 characters");
     return 0;
 }
 
@@ -227,6 +273,10 @@ void node_config_engine(const struct node_config *c, struct triekv_options *o)
     o->max_page_size = (uint64_t)c->max_page_size;
     o->max_key_size = (uint32_t)c->max_key_size;
     o->max_value_size = (uint64_t)c->max_value_size;
+    o->retention_bytes_max = (uint64_t)c->replication_retention_mb << 20;
+    o->wal_segment_bytes = (uint64_t)c->wal_segment_bytes;
+    o->checkpoint_wal_bytes = (uint64_t)c->checkpoint_wal_bytes;
+    o->checkpoint_interval_ms = (uint32_t)c->checkpoint_interval_ms;
     o->io_backend = strcmp(c->io_backend, "posix") == 0      ? TRIEKV_IO_POSIX
                     : strcmp(c->io_backend, "io_uring") == 0 ? TRIEKV_IO_URING
                                                              : TRIEKV_IO_AUTO;

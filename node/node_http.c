@@ -233,12 +233,9 @@ static void route_fixed(struct node_req *r, enum node_ep ep, const char *allow, 
     fn(r);
 }
 
-static int on_req(h2o_handler_t *self, h2o_req_t *req)
+static void dispatch(struct node_req *r)
 {
-    struct node *n = ((struct node_handler_ref *)self)->node;
-    struct node_thread *th = h2o_context_get_handler_context(req->conn->ctx, self);
-    struct node_req *r = h2o_mem_alloc_pool(&req->pool, sizeof *r);
-    *r = (struct node_req){.req = req, .th = th, .node = n, .ep = EP_OTHER, .start_ns = kv_now_ns()};
+    h2o_req_t *req = r->req;
     h2o_iovec_t path = h2o_iovec_init(req->path.base, req->query_at == SIZE_MAX ? req->path.len : req->query_at);
 
     if (path.len > 4 && memcmp(path.base, "/kv/", 4) == 0) {
@@ -273,6 +270,68 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         node_reply_error(r, 404, "not_found", "no such endpoint: %.*s", (int)(path.len > 200 ? 200 : path.len),
                          path.base);
     }
+}
+
+/* Read-your-writes: a read that names a seq this node has not reached waits for it (bounded). */
+static void min_seq_ready(struct node_req *r, bool timed_out, uint64_t seq, const void *arg)
+{
+    (void)arg;
+    if (!timed_out) {
+        dispatch(r);
+        return;
+    }
+    struct triekv_stats st;
+    triekv_stats(r->node->db, &st);
+    node_reply_error(r, 503, "stale_replica",
+                     "this node has seq %llu, behind the %llu asked for, after waiting %lld ms; retry, or read "
+                     "from the main",
+                     (unsigned long long)st.seq, (unsigned long long)seq,
+                     (long long)r->node->cfg.replication_read_wait_ms);
+}
+
+static bool is_read(h2o_req_t *req)
+{
+    return h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) ||
+           h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD")) ||
+           (req->path.len >= 9 && memcmp(req->path.base, "/bulk/get", 9) == 0);
+}
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    struct node *n = ((struct node_handler_ref *)self)->node;
+    struct node_thread *th = h2o_context_get_handler_context(req->conn->ctx, self);
+    struct node_req *r = h2o_mem_alloc_pool(&req->pool, sizeof *r);
+    *r = (struct node_req){.req = req, .th = th, .node = n, .ep = EP_OTHER, .start_ns = kv_now_ns()};
+    ssize_t h = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-triekv-min-seq"), -1);
+    if (h >= 0 && is_read(req)) {
+        h2o_iovec_t v = req->headers.entries[h].value;
+        uint64_t want = 0;
+        bool ok = v.len > 0 && v.len <= 20;
+        for (size_t i = 0; ok && i < v.len; i++) {
+            ok = v.base[i] >= '0' && v.base[i] <= '9' && want <= (UINT64_MAX - 9) / 10;
+            want = want * 10 + (uint64_t)(v.base[i] - '0');
+        }
+        if (!ok) {
+            node_reply_error(r, 400, "bad_request", "X-Triekv-Min-Seq must be a sequence number");
+            return 0;
+        }
+        struct triekv_stats st;
+        triekv_stats(n->db, &st);
+        if (st.seq < want) {
+            if (n->cfg.replication_read_wait_ms == 0)
+                min_seq_ready(r, true, want, NULL);
+            else
+                node_seq_wait(r, want, min_seq_ready, NULL, 0);
+            return 0;
+        }
+    }
+    if (n->receiver && triekv_snapshot_active(n->db) && is_read(req) &&
+        !(req->path.len >= 7 && (memcmp(req->path.base, "/health", 7) == 0 || memcmp(req->path.base, "/stats", 6) == 0 ||
+                                 memcmp(req->path.base, "/metrics", 8) == 0))) {
+        node_reply_error(r, 503, "resyncing", "this replica is loading a snapshot from its main; retry shortly");
+        return 0;
+    }
+    dispatch(r);
     return 0;
 }
 
@@ -330,6 +389,9 @@ static void *thread_main(void *arg)
     th->accept_ctx.hosts = n->globalconf.hosts;
     h2o_multithread_register_receiver(th->ctx.queue, &th->done_rx, on_write_done);
     h2o_multithread_register_receiver(th->ctx.queue, &th->wake_rx, on_wake);
+    h2o_multithread_register_receiver(th->ctx.queue, &th->seq_rx, node_seq_on_ready);
+    h2o_timeout_init(th->loop, &th->wait_timeout,
+                     (uint64_t)(n->cfg.is_replica ? n->cfg.replication_read_wait_ms : n->cfg.replication_timeout_ms));
     int fd = dup(n->listen_fd);
     KV_ASSERT(fd >= 0);
     th->listener = h2o_evloop_socket_create(th->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
@@ -355,6 +417,8 @@ static void *thread_main(void *arg)
     }
     h2o_multithread_unregister_receiver(th->ctx.queue, &th->done_rx);
     h2o_multithread_unregister_receiver(th->ctx.queue, &th->wake_rx);
+    h2o_multithread_unregister_receiver(th->ctx.queue, &th->seq_rx);
+    h2o_timeout_dispose(th->loop, &th->wait_timeout);
     h2o_context_dispose(&th->ctx);
     h2o_evloop_destroy(th->loop);
     return NULL;
@@ -435,6 +499,9 @@ static void log_started(struct node *n)
 {
     struct triekv_stats st;
     triekv_stats(n->db, &st);
+    if (n->cfg.replicas.n)
+        kv_log_info(NODE_COMPONENT, "replicating to %zu replica(s), %s mode%s, cluster %s", n->cfg.replicas.n,
+                    n->cfg.replication_mode, n->sync_mode ? " (writes wait for replicas)" : "", n->cfg.cluster_id);
     kv_log_info(NODE_COMPONENT,
                 "serving: role %s, port %lld on %s%s, replication port %lld, data dir %s, fsync %s, i/o %s, cache "
                 "%lld MiB, %d threads, %llu keys",
@@ -461,6 +528,15 @@ int node_main(int argc, char **argv)
     kv_log_parse_level(n->cfg.log_level, &lvl);
     kv_log_set_level(lvl);
     n->started_ms = kv_now_ms();
+    pthread_mutex_init(&n->waiters_mu, NULL);
+    n->sync_mode = !n->cfg.is_replica && n->cfg.replicas.n > 0 && strcmp(n->cfg.replication_mode, "sync") == 0;
+    if (n->cfg.advertise_url[0]) {
+        snprintf(n->advertise_url, sizeof n->advertise_url, "%s", n->cfg.advertise_url);
+    } else {
+        char host[200] = "localhost";
+        gethostname(host, sizeof host - 1);
+        snprintf(n->advertise_url, sizeof n->advertise_url, "http://%s:%lld", host, (long long)n->cfg.port);
+    }
 
     /* signals: SIGPIPE ignored (h2o writes with writev); SIGINT/SIGTERM taken by sigwait below */
     signal(SIGPIPE, SIG_IGN);
@@ -489,6 +565,16 @@ int node_main(int argc, char **argv)
         KV_ASSERT(pthread_create(&n->threads[i].tid, NULL, thread_main, &n->threads[i]) == 0);
     }
     pthread_barrier_wait(&n->ready);
+    if (node_repl_start(n, err, sizeof err) != 0) {
+        fprintf(stderr, "triekv-server: %s\n", err);
+        atomic_store(&n->stopping, true);
+        for (int i = 0; i < n->nthreads; i++)
+            h2o_multithread_send_message(&n->threads[i].wake_rx, NULL);
+        for (int i = 0; i < n->nthreads; i++)
+            pthread_join(n->threads[i].tid, NULL);
+        triekv_close(n->db);
+        return 1;
+    }
     log_started(n);
 
     int sig = 0;
@@ -500,6 +586,7 @@ int node_main(int argc, char **argv)
         h2o_multithread_send_message(&n->threads[i].wake_rx, NULL);
     for (int i = 0; i < n->nthreads; i++)
         pthread_join(n->threads[i].tid, NULL);
+    node_repl_stop(n);
     close(n->listen_fd);
     rc = triekv_close(n->db);
     if (rc != KV_OK)
@@ -507,6 +594,7 @@ int node_main(int argc, char **argv)
                      kv_strerror(rc));
     kv_log_info(NODE_COMPONENT, "stopped");
     pthread_barrier_destroy(&n->ready);
+    pthread_mutex_destroy(&n->waiters_mu);
     free(n->threads);
     h2o_config_dispose(&n->globalconf);
     node_config_free(&n->cfg);

@@ -55,6 +55,19 @@ struct node_config {
     int64_t threads;
     char *log_level;
     char *io_backend;
+    /* replication */
+    char *replication_mode;
+    int64_t min_replica_acks;
+    int64_t replication_timeout_ms;
+    char *replication_token;
+    int64_t replication_retention_mb;
+    int64_t replication_batch_bytes;
+    int64_t replication_read_wait_ms;
+    char *advertise_url;
+    /* engine tuning */
+    int64_t wal_segment_bytes;
+    int64_t checkpoint_wal_bytes;
+    int64_t checkpoint_interval_ms;
 };
 
 extern const struct kv_cfg_key node_config_keys[];
@@ -112,8 +125,10 @@ struct node_thread {
     h2o_accept_ctx_t accept_ctx;
     h2o_multithread_receiver_t done_rx; /* write completions from the engine */
     h2o_multithread_receiver_t wake_rx; /* shutdown wake-up */
+    h2o_multithread_receiver_t seq_rx;  /* waiters whose sequence number arrived (node_seq.c) */
+    h2o_timeout_t wait_timeout;         /* their deadlines */
     uint64_t connections;               /* open on this thread */
-    uint64_t writes_in_flight;          /* handed to the engine, not yet answered */
+    uint64_t writes_in_flight;          /* handed to the engine or waiting, not yet answered */
     struct node_metrics metrics;
 };
 
@@ -128,6 +143,14 @@ struct node {
     _Atomic int64_t connections; /* all threads: for max_connections */
     uint64_t started_ms;
     pthread_barrier_t ready;
+    /* replication */
+    bool sync_mode;                  /* main with replication_mode sync */
+    struct repl_sender *sender;      /* main with replicas */
+    struct repl_receiver *receiver;  /* replica */
+    struct node_repl_server *rsrv;   /* replica: the replication port */
+    pthread_mutex_t waiters_mu;
+    struct node_waiter *waiters;     /* node_seq.c */
+    char advertise_url[256];
 };
 
 /* Per-request context, from the request's pool. */
@@ -204,7 +227,31 @@ typedef void (*node_write_reply_fn)(struct node_req *r, int rc, const struct tri
 void node_write(struct node_req *r, struct triekv_batch *b, node_write_reply_fn reply, const void *arg,
                 size_t arg_len);
 
-/* Common write reply: {"seq": N} and the X-Triekv-Seq header, with extra JSON members appended. */
+/* Common write reply: {"seq": N} and the X-Triekv-Seq header, with extra JSON members appended.
+ * On a main in replication_mode sync, it first waits for min_replica_acks replicas (or 503). */
 void node_reply_seq(struct node_req *r, uint64_t seq, const char *extra_json);
+
+/* ---- waiting for a sequence number (node_seq.c) ------------------------------------------------- */
+
+struct node_waiter;
+typedef void (*node_wait_fn)(struct node_req *r, bool timed_out, uint64_t seq, const void *arg);
+/* Calls fn on r's loop thread once node_seq_current() reaches seq, or with timed_out after the
+ * thread's wait timeout. arg is copied. */
+void node_seq_wait(struct node_req *r, uint64_t seq, node_wait_fn fn, const void *arg, size_t arg_len);
+/* The number waiters wait for moved to seq (any thread). */
+void node_seq_advance(struct node *n, uint64_t seq);
+/* What waiters wait for: on a sync main, the seq min_replica_acks replicas have applied; on a
+ * replica, its applied seq. */
+uint64_t node_seq_current(struct node *n);
+void node_seq_on_ready(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages);
+
+/* ---- the replication port (node_repl.c) ----------------------------------------------------------- */
+
+struct node_repl_server;
+int node_repl_start(struct node *n, char *err, size_t errlen);
+void node_repl_stop(struct node *n);
+/* The replication part of /stats and /metrics. */
+void node_repl_stats_json(struct node *n, struct kv_buf *b);
+void node_repl_metrics(struct node *n, struct kv_buf *b);
 
 #endif

@@ -11,6 +11,7 @@
 #include "common/kv_codec.h"
 #include "common/kv_log.h"
 #include "common/kv_time.h"
+#include "replication/repl.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -190,7 +191,7 @@ void node_reply_value(struct node_req *r, struct triekv_value *v)
     h2o_send(req, &body, 1, H2O_SEND_STATE_FINAL);
 }
 
-void node_reply_seq(struct node_req *r, uint64_t seq, const char *extra_json)
+static void send_seq(struct node_req *r, uint64_t seq, const char *extra_json)
 {
     char s[24];
     int n = snprintf(s, sizeof s, "%llu", (unsigned long long)seq);
@@ -201,9 +202,41 @@ void node_reply_seq(struct node_req *r, uint64_t seq, const char *extra_json)
     node_reply_json(r, 200, &b);
 }
 
+/* Sync mode: the write is committed; its OK waits for the replicas. */
+static void sync_acked(struct node_req *r, bool timed_out, uint64_t seq, const void *arg)
+{
+    const char *extra = arg;
+    if (!timed_out) {
+        send_seq(r, seq, extra);
+        return;
+    }
+    char s[24];
+    int n = snprintf(s, sizeof s, "%llu", (unsigned long long)seq);
+    node_add_header(r, "x-triekv-seq", s, (size_t)n);
+    node_reply_error(r, 503, "replication_timeout",
+                     "the write is committed on the main as seq %llu, but fewer than %lld replicas confirmed it "
+                     "within %lld ms; it stays committed and reaches the replicas when they catch up",
+                     (unsigned long long)seq, (long long)r->node->cfg.min_replica_acks,
+                     (long long)r->node->cfg.replication_timeout_ms);
+}
+
+void node_reply_seq(struct node_req *r, uint64_t seq, const char *extra_json)
+{
+    struct node *n = r->node;
+    if (n->sync_mode && node_seq_current(n) < seq) {
+        const char *extra = extra_json ? extra_json : "";
+        node_seq_wait(r, seq, sync_acked, extra, strlen(extra) + 1);
+        return;
+    }
+    send_seq(r, seq, extra_json);
+}
+
 void node_reply_replica_write(struct node_req *r)
 {
-    const char *main = r->node->cfg.main_url;
+    char learned[256] = "";
+    if (r->node->receiver)
+        repl_receiver_main_url(r->node->receiver, learned, sizeof learned);
+    const char *main = r->node->cfg.main_url && r->node->cfg.main_url[0] ? r->node->cfg.main_url : learned;
     if (main && main[0])
         node_reply_error(r, 403, "read_only_replica",
                          "this node is a read-only replica; send writes to the main at %s", main);

@@ -125,7 +125,9 @@ void node_handle_stats(struct node_req *r)
                   (unsigned long long)t.connections_refused);
     for (int e = 0; e < EP_COUNT; e++)
         kv_buf_printf(&b, "%s\"%s\":%llu", e ? "," : "", ep_names[e], (unsigned long long)t.ep_requests[e]);
-    kv_buf_append_str(&b, "}}");
+    kv_buf_append_str(&b, "},");
+    node_repl_stats_json(n, &b);
+    kv_buf_append_byte(&b, '}');
     node_reply_json(r, 200, &b);
 }
 
@@ -214,6 +216,7 @@ void node_handle_metrics(struct node_req *r)
         kv_buf_printf(&b, "triekv_http_request_duration_seconds_count{endpoint=\"%s\"} %llu\n", ep_names[e],
                       (unsigned long long)cum);
     }
+    node_repl_metrics(n, &b);
     node_reply_text(r, 200, "text/plain; version=0.0.4; charset=utf-8", &b);
 }
 

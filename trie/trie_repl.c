@@ -218,6 +218,21 @@ uint64_t triekv_log_next(const struct triekv_log_reader *r)
     return r->next;
 }
 
+uint64_t triekv_log_pending_bytes(const struct triekv_log_reader *r)
+{
+    struct trie_wal *w = &r->db->wal;
+    uint64_t bytes = 0;
+    pthread_mutex_lock(&w->mu);
+    for (uint32_t i = 0; i < w->nsegs; i++) {
+        if (r->fd < 0 || w->segs[i].first_seq > r->seg_first)
+            bytes += w->segs[i].bytes;
+        else if (w->segs[i].first_seq == r->seg_first && w->segs[i].bytes > r->off)
+            bytes += w->segs[i].bytes - r->off;
+    }
+    pthread_mutex_unlock(&w->mu);
+    return bytes;
+}
+
 int triekv_log_read(struct triekv_log_reader *r, struct kv_buf *out, size_t max_bytes, uint32_t *count)
 {
     uint64_t committed = atomic_load_explicit(&r->db->seq, memory_order_acquire);

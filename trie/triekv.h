@@ -226,6 +226,8 @@ void triekv_log_close(struct triekv_log_reader *r);
 int triekv_log_read(struct triekv_log_reader *r, struct kv_buf *out, size_t max_bytes, uint32_t *count);
 /* The sequence number the next triekv_log_read starts at. */
 uint64_t triekv_log_next(const struct triekv_log_reader *r);
+/* Bytes of commit log from the reader's position to the end (what it has yet to read). */
+uint64_t triekv_log_pending_bytes(const struct triekv_log_reader *r);
 /* Waits until batch seq is committed or timeout_ms passes. Returns 0 or KV_E_TIMEOUT. */
 int triekv_wait_seq(struct triekv *db, uint64_t seq, uint32_t timeout_ms);
 /* The oldest batch the commit log still holds (checkpoint_seq + 1 when it holds none). */
