@@ -2,6 +2,7 @@
 #
 #   make            build everything: bin/ (programs) and lib/ (libtriekv.a, the embeddable engine)
 #   make run        install missing packages, build, start a main node with config.json and ./data
+#   make cluster    the same, a main (3030) and a replica (3031) from deploy/main.json and replica.json
 #   make test       install missing packages, build, run every test suite
 #   make asan       the same tests against an ASan+UBSan build (build-asan/)
 #   make bench      the benchmarks; results go to docs/BENCHMARKS.md
@@ -56,7 +57,7 @@ PROGRAMS   := $(BIN)/triekv-server
 
 BENCH_BIN  := $(BUILD)/bench/engine_bench $(BUILD)/bench/h2o_ceiling
 
-.PHONY: all run test asan bench deps deps-test deps-bench clean format check-format
+.PHONY: all run cluster test asan bench deps deps-test deps-bench clean format check-format
 .DEFAULT_GOAL := all
 .SECONDARY:
 
@@ -94,6 +95,11 @@ $(BUILD)/bench/h2o_ceiling: $(BUILD)/bench/h2o_ceiling.o
 run: deps
 	$(MAKE) all
 	$(BIN)/triekv-server --config config.json
+
+# A main (3030) and a replica (3031, replication port 3040) from deploy/*.json, in the foreground.
+cluster: deps
+	$(MAKE) all
+	sh deploy/cluster.sh
 
 deps:
 	@sh deploy/deps.sh build

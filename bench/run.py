@@ -366,7 +366,154 @@ def http_section(args):
     update_section("http", md)
 
 
-SECTIONS = {"engine": engine_section, "http": http_section}
+# ---- the replication section ----------------------------------------------------------------------
+
+import threading
+
+
+def get_json(url):
+    return json.loads(urllib.request.urlopen(url, timeout=5).read())
+
+
+def start_pair(work, name, mode):
+    """A main and a replica on loopback; returns (procs, main_url, replica_url)."""
+    mport, rport, rrep = free_port(), free_port(), free_port()
+    exe = os.path.join(ROOT, "bin", "triekv-server")
+    replica = Proc([exe, "--bind", "127.0.0.1", "--port", str(rport), "--replication-port", str(rrep),
+                    "--data-dir", os.path.join(work, name + "-replica"), "--is-replica", "true",
+                    "--log-level", "warn"])
+    main = Proc([exe, "--bind", "127.0.0.1", "--port", str(mport), "--data-dir", os.path.join(work, name + "-main"),
+                 "--replicas", "http://127.0.0.1:%d" % rrep, "--replication-mode", mode, "--log-level", "warn"])
+    murl, rurl = "http://127.0.0.1:%d" % mport, "http://127.0.0.1:%d" % rport
+    wait_http(murl + "/health")
+    wait_http(rurl + "/health")
+    return [main, replica], murl, rurl
+
+
+class LagSampler(threading.Thread):
+    """Samples (time, main seq, replica applied seq) every period until stopped."""
+
+    def __init__(self, murl, rurl, period=0.25):
+        super().__init__(daemon=True)
+        self.murl, self.rurl, self.period = murl, rurl, period
+        self.samples, self.halt = [], threading.Event()
+
+    def run(self):
+        while not self.halt.is_set():
+            try:  # the replica first: its applied seq can then never pass the main's sample
+                r = get_json(self.rurl + "/stats")["replication"]["applied_seq"]
+                m = get_json(self.murl + "/stats")["seq"]
+                self.samples.append((time.monotonic(), m, r))
+            except (OSError, ValueError, KeyError):
+                pass
+            self.halt.wait(self.period)
+
+
+def visibility_probes(murl, rurl, n):
+    """Per write: seconds from the main's OK until the replica has it (X-Triekv-Min-Seq returns
+    as soon as the replica applied that seq)."""
+    out = []
+    for i in range(n):
+        t0 = time.monotonic()
+        req = urllib.request.Request(murl + "/kv/probe%04d" % (i % 100), data=b"x" * 100, method="PUT")
+        resp = urllib.request.urlopen(req, timeout=10)
+        seq = resp.headers["X-Triekv-Seq"]
+        resp.read()
+        t1 = time.monotonic()
+        r = urllib.request.Request(rurl + "/kv/probe%04d" % (i % 100), headers={"X-Triekv-Min-Seq": seq})
+        urllib.request.urlopen(r, timeout=10).read()
+        out.append(time.monotonic() - t1)
+        time.sleep(0.02)
+    return sorted(out)
+
+
+def pct(xs, p):
+    return xs[min(len(xs) - 1, int(len(xs) * p / 100))] if xs else 0
+
+
+def replication_section(args):
+    work = tempfile.mkdtemp(prefix="triekv-bench-repl-", dir=args.workdir)
+    secs = 10 if args.quick else 30
+    tkv = os.path.join(ROOT, "bench", "wrk", "triekv.lua")
+    procs = []
+    rows = {}
+    try:
+        procs, murl, rurl = start_pair(work, "async", "async")
+        # saturation: the main at full speed, the replica's applied seq sampled all along
+        sampler = LagSampler(murl, rurl)
+        sampler.start()
+        print("replication: saturation, %d s" % secs, flush=True)
+        sat = wrk(murl, tkv, ["post", "1000000"], secs)
+        t_end = time.monotonic()
+        m_end = get_json(murl + "/stats")["seq"]
+        while get_json(rurl + "/stats")["replication"]["applied_seq"] < m_end and time.monotonic() - t_end < 60:
+            time.sleep(0.05)
+        drain = time.monotonic() - t_end
+        sampler.halt.set()
+        sampler.join()
+        s = [x for x in sampler.samples if x[0] <= t_end]
+        lags = [max(0, m - r) for _, m, r in s]
+        half = len(lags) // 2
+        apply_rate = (s[-1][2] - s[0][2]) / (s[-1][0] - s[0][0]) if len(s) > 1 else 0
+        rows["sat"] = {"main": sat["ops"], "apply": apply_rate, "lag_max_first": max(lags[:half] or [0]),
+                       "lag_max_second": max(lags[half:] or [0]), "lag_p50": pct(sorted(lags), 50),
+                       "lag_p99": pct(sorted(lags), 99), "drain": drain}
+        # about half the main's rate: each of 32 connections paced by wrk's delay(), then visibility
+        # probes while that load runs
+        conns = 64  # delay() is whole milliseconds: more connections, finer pacing
+        pause = max(1, round(conns * 1000 / (sat["ops"] / 2) - sat["p50"] / 1000))
+        print("replication: probes under a paced load (%d ms between requests per connection)" % pause, flush=True)
+        bg = threading.Thread(target=lambda: rows.__setitem__(
+            "half_load", wrk(murl, tkv, ["post", "1000000", str(pause)], 12, conns=conns)))
+        bg.start()
+        time.sleep(1)
+        probes = visibility_probes(murl, rurl, 100 if args.quick else 300)
+        bg.join()
+        rows["probe"] = {"p50": pct(probes, 50), "p99": pct(probes, 99), "n": len(probes), "pause": pause}
+        # write latency, async against sync, same load
+        print("replication: async POST latency", flush=True)
+        rows["async"] = wrk(murl, tkv, ["post", "1000000"], secs // 3)
+        for p in procs:
+            p.stop()
+        procs, murl, rurl = start_pair(work, "sync", "sync")
+        print("replication: sync POST latency", flush=True)
+        rows["sync"] = wrk(murl, tkv, ["post", "1000000"], secs // 3)
+    finally:
+        for p in procs:
+            p.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    sat, pr, a, sy = rows["sat"], rows["probe"], rows["async"], rows["sync"]
+    bounded = sat["lag_max_second"] <= max(2 * sat["lag_max_first"], 1000)
+    ratio = sy["p50"] / a["p50"] if a["p50"] else 0
+    md = "## Replication (issue 4)\n\n" + machine_md(args.machine)
+    md += ("\nOne main and one replica on loopback, default fsync, both with their default settings, sharing the "
+           "machine's 2 cores with wrk (one thread, 32 connections, random 100-byte POSTs). One run of each part "
+           "(the 30-second saturation run is long enough to show trends; take the figures as indicative).\n\n")
+    md += "| measure | value |\n|---|---|\n"
+    md += "| main's write rate at saturation (%d s) | %s req/s |\n" % (secs, fmt_ops(sat["main"]))
+    md += "| replica's apply rate over the same run | %s records/s (%.0f%% of the main's) |\n" % (
+        fmt_ops(sat["apply"]), 100 * sat["apply"] / sat["main"] if sat["main"] else 0)
+    md += "| lag behind the main, sampled every 0.25 s: p50 / p99 | %s / %s records |\n" % (
+        fmt_ops(sat["lag_p50"]), fmt_ops(sat["lag_p99"]))
+    md += "| largest lag, first half / second half of the run | %s / %s records (%s) |\n" % (
+        fmt_ops(sat["lag_max_first"]), fmt_ops(sat["lag_max_second"]),
+        "bounded: met" if bounded else "GROWING: goal not met")
+    md += "| time for the replica to catch up after the load stops | %.2f s |\n" % sat["drain"]
+    md += ("| write-to-visible-on-replica under a paced load of %s req/s (%.0f%% of saturation), p50 / p99 "
+           "over %d writes | %.2f / %.2f ms |\n" % (fmt_ops(rows["half_load"]["ops"]),
+                                                   100 * rows["half_load"]["ops"] / sat["main"], pr["n"],
+                                                   pr["p50"] * 1e3, pr["p99"] * 1e3))
+    md += "| POST latency, async: p50 / p99 (%s req/s) | %.0f / %.0f us |\n" % (fmt_ops(a["ops"]), a["p50"], a["p99"])
+    md += "| POST latency, sync with 1 replica: p50 / p99 (%s req/s) | %.0f / %.0f us |\n" % (
+        fmt_ops(sy["ops"]), sy["p50"], sy["p99"])
+    md += "| sync / async p50 latency | %.2fx (%s, goal at most 2x) |\n" % (ratio, "met" if ratio <= 2 else "NOT met")
+    md += ("\nWrite-to-visible is measured per write: the probe takes the seq from the main's X-Triekv-Seq and "
+           "reads the key on the replica with X-Triekv-Min-Seq, which answers the moment the replica has "
+           "applied that seq.\n")
+    update_section("replication", md)
+
+
+SECTIONS = {"engine": engine_section, "http": http_section, "replication": replication_section}
 
 
 def main():

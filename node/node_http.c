@@ -502,13 +502,14 @@ static void log_started(struct node *n)
     if (n->cfg.replicas.n)
         kv_log_info(NODE_COMPONENT, "replicating to %zu replica(s), %s mode%s, cluster %s", n->cfg.replicas.n,
                     n->cfg.replication_mode, n->sync_mode ? " (writes wait for replicas)" : "", n->cfg.cluster_id);
+    char repl[96] = "";
+    if (n->cfg.is_replica)
+        snprintf(repl, sizeof repl, " (reads only), replication port %lld", (long long)n->cfg.replication_port);
     kv_log_info(NODE_COMPONENT,
-                "serving: role %s, port %lld on %s%s, replication port %lld, data dir %s, fsync %s, i/o %s, cache "
-                "%lld MiB, %d threads, %llu keys",
-                n->cfg.is_replica ? "replica" : "main", (long long)n->cfg.port, n->cfg.bind,
-                n->cfg.is_replica ? " (reads only)" : "", (long long)n->cfg.replication_port, n->cfg.data_dir,
-                n->cfg.fsync, st.io_backend, (long long)n->cfg.cache_size, n->nthreads,
-                (unsigned long long)st.keys);
+                "serving: role %s, port %lld on %s%s, data dir %s, fsync %s, i/o %s, cache %lld MiB, %d threads, "
+                "%llu keys",
+                n->cfg.is_replica ? "replica" : "main", (long long)n->cfg.port, n->cfg.bind, repl, n->cfg.data_dir,
+                n->cfg.fsync, st.io_backend, (long long)n->cfg.cache_size, n->nthreads, (unsigned long long)st.keys);
 }
 
 int node_main(int argc, char **argv)

@@ -3,13 +3,16 @@
 --   get   GET /kv/{key}
 --   post  POST /kv/{key} with a 100-byte body
 --   mix   95% GET, 5% POST
--- Set with: wrk ... -s triekv.lua <url> -- MODE [KEYS]
-local mode, keys = "get", 100000
+-- Set with: wrk ... -s triekv.lua <url> -- MODE [KEYS [DELAY_MS]]
+-- DELAY_MS makes each connection wait that long between requests: a rate limit of about
+-- connections * 1000 / DELAY_MS requests per second.
+local mode, keys, pause = "get", 100000, 0
 local body = string.rep("v", 100)
 
 function init(args)
     mode = args[1] or mode
     keys = tonumber(args[2] or keys)
+    pause = tonumber(args[3] or pause)
     math.randomseed(os.time() + math.floor(os.clock() * 1e6))
 end
 
@@ -19,4 +22,8 @@ function request()
         return wrk.format("POST", k, {["Content-Type"] = "application/octet-stream"}, body)
     end
     return wrk.format("GET", k)
+end
+
+function delay()
+    return pause
 end
