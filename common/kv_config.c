@@ -104,13 +104,21 @@ static int enum_check(const struct kv_cfg_key *k, const char *v, const char *sou
 static int set_json(const struct kv_cfg_key *k, void *cfg, json_t *v, const char *source, char *err)
 {
     switch (k->type) {
-    case KV_CFG_INT:
-        if (!json_is_integer(v))
+    case KV_CFG_INT: {
+        /* the file is parsed with integers as doubles, so an integer too large for int64 still
+         * reaches this check and its message names the key */
+        double d = json_is_real(v) ? json_real_value(v) : json_is_integer(v) ? (double)json_integer_value(v) : 0.5;
+        if (!json_is_number(v) || d != (double)(int64_t)d || d < -9.2e18 || d > 9.2e18) {
+            if (json_is_number(v) && d == d && (d < (double)k->min || d > (double)k->max))
+                return fail(err, "config: %s must be from %lld to %lld, got %.17g", source, (long long)k->min,
+                            (long long)k->max, d);
             return fail(err, "config: %s must be %s", source, type_word(k));
-        if (range_check(k, json_integer_value(v), source, err))
+        }
+        if (range_check(k, (int64_t)d, source, err))
             return -1;
-        *FIELD(cfg, k, int64_t) = json_integer_value(v);
+        *FIELD(cfg, k, int64_t) = (int64_t)d;
         return 0;
+    }
     case KV_CFG_BOOL:
         if (!json_is_boolean(v))
             return fail(err, "config: %s must be true or false", source);
@@ -149,7 +157,7 @@ static int set_json(const struct kv_cfg_key *k, void *cfg, json_t *v, const char
 int kv_cfg_load_file(const struct kv_cfg_key *keys, void *cfg, const char *path, char *err)
 {
     json_error_t je;
-    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &je);
     if (root == NULL) {
         if (je.line <= 0)
             return fail(err, "config: cannot read %s: %s", path, je.text);

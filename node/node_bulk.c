@@ -39,7 +39,12 @@ static int body_json(struct node_req *r, json_t **out)
     json_error_t je;
     *out = json_loadb(body.base, body.len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
     if (*out == NULL) {
-        node_reply_error(r, 400, "bad_json", "invalid JSON at line %d column %d: %s", je.line, je.column, je.text);
+        if (strstr(je.text, "NUL byte in object key"))
+            node_reply_error(r, 400, "bad_json", "a key holds a NUL byte, which JSON object keys cannot carry "
+                                                 "here: send keys and values base64-encoded with ?encoding=base64");
+        else
+            node_reply_error(r, 400, "bad_json", "invalid JSON at line %d column %d: %s", je.line, je.column,
+                             je.text);
         return -1;
     }
     return 0;

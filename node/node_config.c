@@ -137,6 +137,8 @@ static void usage(void)
            "TRIEKV_<KEY> environment variables (TRIEKV_PORT=3031), then flags; a flag may spell the key\n"
            "with '-' or '_' (--data-dir or --data_dir). Sizes take k, m, g suffixes on the command line.\n\n"
            "  --config FILE              JSON configuration file\n"
+           "  --check                    validate the configuration, print it is valid, and exit\n"
+           "  --probe URL                exit 0 if URL answers 200 (for container health checks)\n"
            "  --help, --version\n");
     kv_cfg_print_help(node_config_keys, &d);
     node_config_free(&d);
@@ -229,6 +231,10 @@ int node_config_load(struct node_config *c, int argc, char **argv, char *err)
         const char *a = argv[i];
         if (strcmp(a, "--config") == 0) {
             i++;
+            continue;
+        }
+        if (strcmp(a, "--check") == 0) {
+            c->check_only = true;
             continue;
         }
         if (strncmp(a, "--config=", 9) == 0)

@@ -23,6 +23,7 @@
 #include "common/kv_time.h"
 
 #include <arpa/inet.h>
+#include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -237,6 +238,11 @@ static void dispatch(struct node_req *r)
 {
     h2o_req_t *req = r->req;
     h2o_iovec_t path = h2o_iovec_init(req->path.base, req->query_at == SIZE_MAX ? req->path.len : req->query_at);
+    if (path.len > 7 && memcmp(path.base, "http://", 7) == 0) { /* absolute form: GET http://host/kv/x */
+        const char *slash = memchr(path.base + 7, '/', path.len - 7);
+        size_t skip = slash ? (size_t)(slash - path.base) : path.len;
+        path = h2o_iovec_init(path.base + skip, path.len - skip);
+    }
 
     if (path.len > 4 && memcmp(path.base, "/kv/", 4) == 0) {
         struct kv_buf key = {0};
@@ -337,11 +343,31 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 
 /* ---- threads, accepting ------------------------------------------------------------------------- */
 
+/* One client connection, tracked so shutdown can tell idle ones from ones mid-request. */
+struct node_conn {
+    h2o_linklist_t link;
+    h2o_socket_t *sock;
+    struct node_thread *th;
+};
+
 static void on_conn_close(void *data)
 {
-    struct node_thread *th = data;
-    th->connections--;
-    atomic_fetch_sub(&th->node->connections, 1);
+    struct node_conn *c = data;
+    h2o_linklist_unlink(&c->link);
+    c->th->connections--;
+    atomic_fetch_sub(&c->th->node->connections, 1);
+    free(c);
+}
+
+/* Shutdown: a connection with nothing of a request received is idle; half-closing it makes h2o
+ * read EOF and close it through its normal path. One that has part of a request keeps the grace. */
+static void close_idle(struct node_thread *th)
+{
+    for (h2o_linklist_t *l = th->conns.next; l != &th->conns; l = l->next) {
+        struct node_conn *c = H2O_STRUCT_FROM_MEMBER(struct node_conn, link, l);
+        if (c->sock->input == NULL || c->sock->input->size == 0)
+            shutdown(h2o_socket_get_fd(c->sock), SHUT_RD);
+    }
 }
 
 static void on_accept(h2o_socket_t *listener, const char *err)
@@ -361,8 +387,12 @@ static void on_accept(h2o_socket_t *listener, const char *err)
         atomic_fetch_add(&th->node->connections, 1);
         atomic_fetch_add_explicit(&th->metrics.connections_accepted, 1, memory_order_relaxed);
         th->connections++;
+        struct node_conn *c = kv_calloc(1, sizeof *c);
+        c->sock = sock;
+        c->th = th;
+        h2o_linklist_insert(&th->conns, &c->link);
         sock->on_close.cb = on_conn_close;
-        sock->on_close.data = th;
+        sock->on_close.data = c;
         h2o_accept(&th->accept_ctx, sock);
     }
 }
@@ -384,6 +414,7 @@ static void *thread_main(void *arg)
     struct node_thread *th = arg;
     struct node *n = th->node;
     th->loop = h2o_evloop_create();
+    h2o_linklist_init_anchor(&th->conns);
     h2o_context_init(&th->ctx, th->loop, &n->globalconf);
     th->accept_ctx.ctx = &th->ctx;
     th->accept_ctx.hosts = n->globalconf.hosts;
@@ -406,7 +437,12 @@ static void *thread_main(void *arg)
     h2o_socket_read_stop(th->listener);
     h2o_socket_close(th->listener);
     h2o_context_request_shutdown(&th->ctx);
-    th->ctx.http1.req_timeout.timeout = 0; /* idle and half-received requests end at the next turn */
+    /* Idle keep-alive connections close now; a request still arriving gets a short grace to
+     * finish (h2o's request timeout counts from when the connection started waiting for it). */
+    th->ctx.http1.req_timeout.timeout = (uint64_t)(n->cfg.request_timeout_ms < NODE_SHUTDOWN_GRACE_MS
+                                                       ? n->cfg.request_timeout_ms
+                                                       : NODE_SHUTDOWN_GRACE_MS);
+    close_idle(th);
     uint64_t deadline = kv_now_ms() + NODE_DRAIN_MS;
     while ((th->connections > 0 || th->writes_in_flight > 0) && kv_now_ms() < deadline)
         h2o_evloop_run(th->loop, 10);
@@ -512,8 +548,42 @@ static void log_started(struct node *n)
                 n->cfg.fsync, st.io_backend, (long long)n->cfg.cache_size, n->nthreads, (unsigned long long)st.keys);
 }
 
+static size_t probe_sink(char *p, size_t size, size_t n, void *arg)
+{
+    (void)p;
+    (void)arg;
+    return size * n;
+}
+
+/* triekv-server --probe URL: exit 0 when URL answers 200 within 2 s (container health checks,
+ * without a curl binary in the image). */
+static int probe(const char *url)
+{
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    CURL *c = curl_easy_init();
+    long status = 0;
+    CURLcode rc = CURLE_FAILED_INIT;
+    if (c) {
+        curl_easy_setopt(c, CURLOPT_URL, url);
+        curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 2000L);
+        curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, probe_sink);
+        rc = curl_easy_perform(c);
+        curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+        curl_easy_cleanup(c);
+    }
+    curl_global_cleanup();
+    if (rc != CURLE_OK)
+        fprintf(stderr, "triekv-server: probe %s: %s\n", url, curl_easy_strerror(rc));
+    else if (status != 200)
+        fprintf(stderr, "triekv-server: probe %s: HTTP %ld\n", url, status);
+    return rc == CURLE_OK && status == 200 ? 0 : 1;
+}
+
 int node_main(int argc, char **argv)
 {
+    if (argc == 3 && strcmp(argv[1], "--probe") == 0)
+        return probe(argv[2]);
     struct node *n = kv_calloc(1, sizeof *n);
     char err[KV_CFG_ERR_MAX];
     n->listen_fd = -1;
@@ -524,6 +594,13 @@ int node_main(int argc, char **argv)
         node_config_free(&n->cfg);
         free(n);
         return rc < 0 ? (strncmp(err, "usage:", 6) == 0 ? 2 : 1) : 0;
+    }
+    if (n->cfg.check_only) {
+        printf("triekv-server: the configuration is valid (role %s, port %lld)\n",
+               n->cfg.is_replica ? "replica" : "main", (long long)n->cfg.port);
+        node_config_free(&n->cfg);
+        free(n);
+        return 0;
     }
     enum kv_log_level lvl;
     kv_log_parse_level(n->cfg.log_level, &lvl);

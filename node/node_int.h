@@ -27,6 +27,7 @@
 #define NODE_RANGE_ITEMS_HARD_MAX 100000 /* max_range_response likewise */
 #define NODE_QUERY_PARAMS_MAX 16         /* a query string with more is refused */
 #define NODE_DRAIN_MS 10000              /* shutdown: time given to in-flight requests */
+#define NODE_SHUTDOWN_GRACE_MS 2000      /* shutdown: a request still arriving may take this long */
 
 /* ---- configuration (node_config.c) -------------------------------------------------------------- */
 
@@ -68,6 +69,7 @@ struct node_config {
     int64_t wal_segment_bytes;
     int64_t checkpoint_wal_bytes;
     int64_t checkpoint_interval_ms;
+    bool check_only; /* --check: validate the configuration and exit (not a key) */
 };
 
 extern const struct kv_cfg_key node_config_keys[];
@@ -127,6 +129,7 @@ struct node_thread {
     h2o_multithread_receiver_t wake_rx; /* shutdown wake-up */
     h2o_multithread_receiver_t seq_rx;  /* waiters whose sequence number arrived (node_seq.c) */
     h2o_timeout_t wait_timeout;         /* their deadlines */
+    h2o_linklist_t conns;               /* struct node_conn: every open connection of this thread */
     uint64_t connections;               /* open on this thread */
     uint64_t writes_in_flight;          /* handed to the engine or waiting, not yet answered */
     struct node_metrics metrics;

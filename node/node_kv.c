@@ -105,7 +105,9 @@ static void put_done(struct node_req *r, int rc, const struct triekv_write_resul
 static void delete_done(struct node_req *r, int rc, const struct triekv_write_result *res, const void *arg)
 {
     bool conditional = *(const bool *)arg;
-    if (rc == KV_OK)
+    if (rc == KV_OK && res->deleted == 0) /* If-None-Match: * held, and there was nothing to delete */
+        node_reply_error(r, 404, "not_found", "key not found");
+    else if (rc == KV_OK)
         node_reply_seq(r, res->seq, "\"deleted\":true");
     else if (rc == KV_E_PRECONDITION && !conditional)
         node_reply_error(r, 404, "not_found", "key not found");
@@ -138,11 +140,7 @@ static int write_cond(struct node_req *r, bool is_delete, enum triekv_cond *cond
     } else if (match.kind == ETAG_ANY) {
         *cond = TRIEKV_IF_PRESENT;
     } else if (none.kind == ETAG_ANY) {
-        if (is_delete) {
-            node_reply_error(r, 400, "bad_request", "If-None-Match: * makes no sense on DELETE");
-            return -1;
-        }
-        *cond = TRIEKV_IF_ABSENT;
+        *cond = TRIEKV_IF_ABSENT; /* on DELETE: 412 when the key exists, else nothing to delete (404) */
     } else {
         *cond = is_delete ? TRIEKV_IF_PRESENT : TRIEKV_IF_ANY;
     }
@@ -178,8 +176,9 @@ static void do_write(struct node_req *r, struct kv_slice key, bool is_delete)
         node_reply_rc(r, rc, "write");
         return;
     }
-    /* a DELETE's failed precondition is a 404, unless the client asked for one with If-Match */
-    bool conditional = h2o_find_header(&r->req->headers, H2O_TOKEN_IF_MATCH, -1) >= 0;
+    /* a DELETE's failed precondition is a 404, unless the client asked for one with a header */
+    bool conditional = h2o_find_header(&r->req->headers, H2O_TOKEN_IF_MATCH, -1) >= 0 ||
+                       h2o_find_header(&r->req->headers, H2O_TOKEN_IF_NONE_MATCH, -1) >= 0;
     node_write(r, b, is_delete ? delete_done : put_done, &conditional, sizeof conditional);
 }
 

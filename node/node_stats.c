@@ -92,8 +92,8 @@ void node_handle_stats(struct node_req *r)
                   n->cfg.is_replica ? "replica" : "main", TRIEKV_VERSION,
                   (unsigned long long)((kv_now_ms() - n->started_ms) / 1000), (unsigned long long)st.keys,
                   (unsigned long long)st.value_bytes, (unsigned long long)st.gets, (unsigned long long)st.puts,
-                  (unsigned long long)st.deletes, (unsigned long long)st.cache_hits,
-                  (unsigned long long)st.cache_misses, (unsigned long long)st.partitions,
+                  (unsigned long long)st.deletes, (unsigned long long)st.get_hits,
+                  (unsigned long long)st.get_misses, (unsigned long long)st.partitions,
                   (unsigned long long)st.seq, triekv_fsync_name(st.fsync));
     kv_buf_printf(&b,
                   "\"cache\":{\"budget_bytes\":%llu,\"bytes\":%llu,\"pinned_bytes\":%llu,\"pages\":%llu,"
@@ -162,6 +162,10 @@ void node_handle_metrics(struct node_req *r)
                       "triekv_operations_total{op=\"get\"} %llu\ntriekv_operations_total{op=\"set\"} %llu\n"
                       "triekv_operations_total{op=\"delete\"} %llu\n",
                   (unsigned long long)st.gets, (unsigned long long)st.puts, (unsigned long long)st.deletes);
+    kv_buf_printf(&b, "# HELP triekv_key_lookups_total Point reads by whether the key was found.\n"
+                      "# TYPE triekv_key_lookups_total counter\n"
+                      "triekv_key_lookups_total{result=\"hit\"} %llu\ntriekv_key_lookups_total{result=\"miss\"} %llu\n",
+                  (unsigned long long)st.get_hits, (unsigned long long)st.get_misses);
     metric(&b, "triekv_batches_total", "counter", "Committed write batches.", (double)st.batches);
     metric(&b, "triekv_group_commits_total", "counter", "Commit-log writes (batches share them).",
            (double)st.group_commits);

@@ -472,6 +472,7 @@ int triekv_get(struct triekv *db, struct kv_slice key, struct triekv_value **out
         trie_page_put(db, n);
         if (moved)
             continue;
+        atomic_fetch_add_explicit(v ? &db->st_get_hits : &db->st_get_misses, 1, memory_order_relaxed);
         if (v == NULL)
             return KV_E_NOT_FOUND;
         *out = v;
@@ -493,6 +494,8 @@ void triekv_stats(struct triekv *db, struct triekv_stats *st)
     st->durable_seq = LOAD(wal.synced_seq);
     st->checkpoint_seq = LOAD(checkpoint_seq);
     st->gets = LOAD(st_gets);
+    st->get_hits = LOAD(st_get_hits);
+    st->get_misses = LOAD(st_get_misses);
     st->puts = LOAD(st_puts);
     st->deletes = LOAD(st_deletes);
     st->batches = LOAD(st_batches);

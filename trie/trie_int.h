@@ -438,6 +438,7 @@ struct triekv {
 
     /* statistics */
     _Atomic uint64_t st_keys, st_value_bytes, st_gets, st_puts, st_deletes, st_batches, st_prec_fail;
+    _Atomic uint64_t st_get_hits, st_get_misses;
     _Atomic uint64_t st_partitions, st_depth_max, st_splits, st_compactions, st_checkpoints, st_groups;
     _Atomic uint64_t st_damaged;
 };

@@ -256,7 +256,9 @@ struct triekv_stats {
     uint64_t seq;               /* last committed sequence number */
     uint64_t durable_seq;       /* last sequence number known to be on disk */
     uint64_t checkpoint_seq;    /* last checkpoint */
-    uint64_t gets, puts, deletes; /* operations since open (a batch counts each of its ops) */
+    uint64_t gets, puts, deletes; /* operations since open (a batch counts each of its ops; a scan
+                                     counts each item it visits as a get) */
+    uint64_t get_hits, get_misses; /* point reads that found their key, and that did not */
     uint64_t batches;           /* committed write batches since open */
     uint64_t precondition_failures;
     uint64_t partitions;        /* partitions in the trie (nodes with a log or with children) */
