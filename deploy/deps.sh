@@ -7,7 +7,7 @@
 # left alone and no package index is fetched when nothing is missing.
 set -eu
 
-build="gcc make pkg-config libc6-dev libh2o-evloop-dev libcurl4-openssl-dev liburing-dev
+build="gcc make pkg-config libc6-dev libh2o-evloop-dev libssl-dev libcurl4-openssl-dev liburing-dev
        libjansson-dev libisal-dev"
 test="$build python3 python3-pytest python3-requests python3-yaml curl iproute2 procps debootstrap"
 bench="$test wrk rocksdb-tools redis-server webdis"
