@@ -53,7 +53,12 @@ NODE_SRC   := $(wildcard node/*.c) $(wildcard replication/*.c)
 NODE_OBJ   := $(patsubst %.c,$(BUILD)/%.o,$(NODE_SRC))
 LIBS_NODE  := -lh2o-evloop -ljansson -lcurl $(LIBS_ENGINE)
 
-PROGRAMS   := $(BIN)/triekv-server
+CLI_SRC    := $(wildcard cli/*.c)
+CLI_OBJ    := $(patsubst %.c,$(BUILD)/%.o,$(CLI_SRC))
+PROXY_SRC  := $(wildcard proxy/*.c)
+PROXY_OBJ  := $(patsubst %.c,$(BUILD)/%.o,$(PROXY_SRC))
+
+PROGRAMS   := $(BIN)/triekv-server $(if $(CLI_SRC),$(BIN)/triekv-cli) $(if $(PROXY_SRC),$(BIN)/triekv-proxy)
 
 BENCH_BIN  := $(BUILD)/bench/engine_bench $(BUILD)/bench/h2o_ceiling
 
@@ -82,6 +87,16 @@ $(BIN)/triekv-server: $(NODE_OBJ) $(LIBTRIEKV)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	@$(CC) $(LDFLAGS) -o $@ $(NODE_OBJ) $(LIBTRIEKV) $(LIBS_NODE)
+
+$(BIN)/triekv-cli: $(CLI_OBJ) $(LIBTRIEKV)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	@$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(LIBTRIEKV) -lcurl -ljansson -lisal -lpthread -lm
+
+$(BIN)/triekv-proxy: $(PROXY_OBJ) $(LIBTRIEKV)
+	@mkdir -p $(dir $@)
+	@echo "  LD      $@"
+	@$(CC) $(LDFLAGS) -o $@ $(PROXY_OBJ) $(LIBTRIEKV) -lh2o-evloop -lcurl -ljansson -lisal -lpthread
 
 $(BUILD)/bench/engine_bench: $(BUILD)/bench/engine_bench.o $(LIBTRIEKV)
 	@echo "  LD      $@"

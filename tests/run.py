@@ -4,7 +4,9 @@
 Suites:
   unit      the C unit-test binaries under <build>/tests/unit/ (each prints "N passed, N failed")
   blackbox  pytest suites under tests/blackbox/ against real server processes
-  cluster   pytest suites under tests/cluster/ (multi-process replication, proxy)
+  cli       pytest suites under tests/cli/ (triekv-cli against a real server)
+  cluster   pytest suites under tests/cluster/ (multi-process replication)
+  proxy     pytest suites under tests/proxy/ (two shards behind triekv-proxy)
   deploy    the docker-compose suite under tests/deploy/ (skipped, not passed, without Docker)
 
 The last line printed is "N passed, N failed, N skipped"; the exit status is non-zero when any
@@ -21,7 +23,7 @@ import xml.etree.ElementTree as ET
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SUMMARY = re.compile(r"^(\d+) passed, (\d+) failed(?:, (\d+) skipped)?\s*$")
-ALL_SUITES = ["unit", "blackbox", "cluster", "deploy"]
+ALL_SUITES = ["unit", "blackbox", "cli", "cluster", "proxy", "deploy"]
 
 
 class Totals:
