@@ -39,7 +39,11 @@ LDFLAGS += $(SANLD) -pthread
 
 LIBS_ENGINE := -luring -lisal -lpthread
 
-COMMON_SRC := $(wildcard common/*.c)
+# common/kv_http.c is the HTTP server plumbing of the node and the proxy: it needs h2o and libcurl,
+# so it stays out of libtriekv.a, which embeds with liburing and ISA-L alone.
+HTTP_SRC   := common/kv_http.c
+HTTP_OBJ   := $(BUILD)/common/kv_http.o
+COMMON_SRC := $(filter-out $(HTTP_SRC),$(wildcard common/*.c))
 CACHE_SRC  := $(wildcard cache/*.c)
 TRIE_SRC   := $(wildcard trie/*.c)
 ENGINE_OBJ := $(patsubst %.c,$(BUILD)/%.o,$(COMMON_SRC) $(CACHE_SRC) $(TRIE_SRC))
@@ -83,20 +87,20 @@ $(BUILD)/tests/unit/%: $(BUILD)/tests/unit/%.o $(TESTLIB_OBJ) $(LIBTRIEKV)
 	@echo "  LD      $@"
 	@$(CC) $(LDFLAGS) -o $@ $< $(TESTLIB_OBJ) $(LIBTRIEKV) $(LIBS_ENGINE)
 
-$(BIN)/triekv-server: $(NODE_OBJ) $(LIBTRIEKV)
+$(BIN)/triekv-server: $(NODE_OBJ) $(HTTP_OBJ) $(LIBTRIEKV)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
-	@$(CC) $(LDFLAGS) -o $@ $(NODE_OBJ) $(LIBTRIEKV) $(LIBS_NODE)
+	@$(CC) $(LDFLAGS) -o $@ $(NODE_OBJ) $(HTTP_OBJ) $(LIBTRIEKV) $(LIBS_NODE)
 
 $(BIN)/triekv-cli: $(CLI_OBJ) $(LIBTRIEKV)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
 	@$(CC) $(LDFLAGS) -o $@ $(CLI_OBJ) $(LIBTRIEKV) -lcurl -ljansson -lisal -lpthread -lm
 
-$(BIN)/triekv-proxy: $(PROXY_OBJ) $(LIBTRIEKV)
+$(BIN)/triekv-proxy: $(PROXY_OBJ) $(HTTP_OBJ) $(LIBTRIEKV)
 	@mkdir -p $(dir $@)
 	@echo "  LD      $@"
-	@$(CC) $(LDFLAGS) -o $@ $(PROXY_OBJ) $(LIBTRIEKV) -lh2o-evloop -lcurl -ljansson -lisal -lpthread
+	@$(CC) $(LDFLAGS) -o $@ $(PROXY_OBJ) $(HTTP_OBJ) $(LIBTRIEKV) -lh2o-evloop -lcurl -ljansson -lisal -lpthread
 
 $(BUILD)/bench/engine_bench: $(BUILD)/bench/engine_bench.o $(LIBTRIEKV)
 	@echo "  LD      $@"

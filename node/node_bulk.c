@@ -26,13 +26,13 @@
 /* Parses the request body as JSON; -1 after replying. */
 static int body_json(struct node_req *r, json_t **out)
 {
-    h2o_iovec_t body = r->req->entity;
+    h2o_iovec_t body = r->h.req->entity;
     if (body.base == NULL || body.len == 0) {
-        node_reply_error(r, 400, "bad_request", "the request needs a JSON body");
+        kv_http_error(&r->h, 400, "bad_request", "the request needs a JSON body");
         return -1;
     }
     if (body.len > (size_t)r->node->cfg.max_bulk_bytes) {
-        node_reply_error(r, 413, "payload_too_large", "the body has %zu bytes; the limit is %lld", body.len,
+        kv_http_error(&r->h, 413, "payload_too_large", "the body has %zu bytes; the limit is %lld", body.len,
                          (long long)r->node->cfg.max_bulk_bytes);
         return -1;
     }
@@ -40,10 +40,10 @@ static int body_json(struct node_req *r, json_t **out)
     *out = json_loadb(body.base, body.len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
     if (*out == NULL) {
         if (strstr(je.text, "NUL byte in object key"))
-            node_reply_error(r, 400, "bad_json", "a key holds a NUL byte, which JSON object keys cannot carry "
+            kv_http_error(&r->h, 400, "bad_json", "a key holds a NUL byte, which JSON object keys cannot carry "
                                                  "here: send keys and values base64-encoded with ?encoding=base64");
         else
-            node_reply_error(r, 400, "bad_json", "invalid JSON at line %d column %d: %s", je.line, je.column,
+            kv_http_error(&r->h, 400, "bad_json", "invalid JSON at line %d column %d: %s", je.line, je.column,
                              je.text);
         return -1;
     }
@@ -60,7 +60,7 @@ static int json_bytes(struct node_req *r, const char *s, size_t len, bool b64, s
         return 0;
     }
     if (kv_base64_decode(s, len, out) != KV_OK) {
-        node_reply_error(r, 400, "bad_base64", "%s %zu is not valid base64", what, index);
+        kv_http_error(&r->h, 400, "bad_base64", "%s %zu is not valid base64", what, index);
         return -1;
     }
     return 0;
@@ -69,11 +69,11 @@ static int json_bytes(struct node_req *r, const char *s, size_t len, bool b64, s
 static int check_key(struct node_req *r, const struct kv_buf *k, size_t index)
 {
     if (k->len == 0) {
-        node_reply_error(r, 400, "key_empty", "key %zu is empty", index);
+        kv_http_error(&r->h, 400, "key_empty", "key %zu is empty", index);
         return -1;
     }
     if (k->len > (size_t)r->node->cfg.max_key_size) {
-        node_reply_error(r, 400, "key_too_long", "key %zu has %zu bytes; the limit is %lld", index, k->len,
+        kv_http_error(&r->h, 400, "key_too_long", "key %zu has %zu bytes; the limit is %lld", index, k->len,
                          (long long)r->node->cfg.max_key_size);
         return -1;
     }
@@ -88,12 +88,12 @@ static int keys_body(struct node_req *r, json_t **root, json_t **arr)
     *arr = json_is_object(*root) ? json_object_get(*root, "keys") : NULL;
     if (*arr == NULL || !json_is_array(*arr) || json_object_size(*root) != 1) {
         json_decref(*root);
-        node_reply_error(r, 400, "bad_request", "the body must be {\"keys\": [\"key\", ...]}");
+        kv_http_error(&r->h, 400, "bad_request", "the body must be {\"keys\": [\"key\", ...]}");
         return -1;
     }
     if (json_array_size(*arr) > (size_t)r->node->cfg.max_bulk_items) {
         json_decref(*root);
-        node_reply_error(r, 413, "too_many_items", "%zu keys; the limit is %lld", json_array_size(*arr),
+        kv_http_error(&r->h, 413, "too_many_items", "%zu keys; the limit is %lld", json_array_size(*arr),
                          (long long)r->node->cfg.max_bulk_items);
         return -1;
     }
@@ -116,9 +116,9 @@ static void bulk_done(struct node_req *r, int rc, const struct triekv_write_resu
 
 void node_handle_bulk(struct node_req *r)
 {
-    struct node_query q;
+    struct kv_http_query q;
     bool b64;
-    if (node_query_parse(r, &q) != 0 || node_query_encoding(r, &q, &b64) != 0 || node_query_check_unused(r, &q) != 0)
+    if (kv_http_query_parse(&r->h, &q) != 0 || kv_http_query_encoding(&r->h, &q, &b64) != 0 || kv_http_query_check_unused(&r->h, &q) != 0)
         return;
     if (r->node->cfg.is_replica) {
         node_reply_replica_write(r);
@@ -129,13 +129,13 @@ void node_handle_bulk(struct node_req *r)
         return;
     if (!json_is_object(root)) {
         json_decref(root);
-        node_reply_error(r, 400, "bad_request", "the body must be a JSON object {\"key\": \"value\", ...}");
+        kv_http_error(&r->h, 400, "bad_request", "the body must be a JSON object {\"key\": \"value\", ...}");
         return;
     }
     size_t n = json_object_size(root);
     if (n > (size_t)r->node->cfg.max_bulk_items) {
         json_decref(root);
-        node_reply_error(r, 413, "too_many_items", "%zu items; the limit is %lld", n,
+        kv_http_error(&r->h, 413, "too_many_items", "%zu items; the limit is %lld", n,
                          (long long)r->node->cfg.max_bulk_items);
         return;
     }
@@ -148,7 +148,7 @@ void node_handle_bulk(struct node_req *r)
     json_object_keylen_foreach(root, key, klen, val)
     {
         if (!json_is_string(val)) {
-            node_reply_error(r, 400, "bad_request", "value %zu must be a string", i);
+            kv_http_error(&r->h, 400, "bad_request", "value %zu must be a string", i);
             bad = 1;
             break;
         }
@@ -158,7 +158,7 @@ void node_handle_bulk(struct node_req *r)
             break;
         }
         if (v.len > (size_t)r->node->cfg.max_value_size) {
-            node_reply_error(r, 413, "value_too_large", "value %zu has %zu bytes; the limit is %lld", i, v.len,
+            kv_http_error(&r->h, 413, "value_too_large", "value %zu has %zu bytes; the limit is %lld", i, v.len,
                              (long long)r->node->cfg.max_value_size);
             bad = 1;
             break;
@@ -197,9 +197,9 @@ static void bulk_delete_done(struct node_req *r, int rc, const struct triekv_wri
 
 void node_handle_bulk_delete(struct node_req *r)
 {
-    struct node_query q;
+    struct kv_http_query q;
     bool b64;
-    if (node_query_parse(r, &q) != 0 || node_query_encoding(r, &q, &b64) != 0 || node_query_check_unused(r, &q) != 0)
+    if (kv_http_query_parse(&r->h, &q) != 0 || kv_http_query_encoding(&r->h, &q, &b64) != 0 || kv_http_query_check_unused(&r->h, &q) != 0)
         return;
     if (r->node->cfg.is_replica) {
         node_reply_replica_write(r);
@@ -216,7 +216,7 @@ void node_handle_bulk_delete(struct node_req *r)
     json_array_foreach(arr, i, item)
     {
         if (!json_is_string(item)) {
-            node_reply_error(r, 400, "bad_request", "key %zu must be a string", i);
+            kv_http_error(&r->h, 400, "bad_request", "key %zu must be a string", i);
             bad = 1;
             break;
         }
@@ -257,9 +257,9 @@ static int out_bytes(struct kv_buf *out, struct kv_slice s, bool b64)
 
 void node_handle_bulk_get(struct node_req *r)
 {
-    struct node_query q;
+    struct kv_http_query q;
     bool b64;
-    if (node_query_parse(r, &q) != 0 || node_query_encoding(r, &q, &b64) != 0 || node_query_check_unused(r, &q) != 0)
+    if (kv_http_query_parse(&r->h, &q) != 0 || kv_http_query_encoding(&r->h, &q, &b64) != 0 || kv_http_query_check_unused(&r->h, &q) != 0)
         return;
     json_t *root, *arr;
     if (keys_body(r, &root, &arr) != 0)
@@ -274,7 +274,7 @@ void node_handle_bulk_get(struct node_req *r)
     json_array_foreach(arr, i, item)
     {
         if (!json_is_string(item)) {
-            node_reply_error(r, 400, "bad_request", "key %zu must be a string", i);
+            kv_http_error(&r->h, 400, "bad_request", "key %zu must be a string", i);
             bad = 1;
             break;
         }
@@ -298,7 +298,7 @@ void node_handle_bulk_get(struct node_req *r)
             bytes += triekv_value_len(v);
             if (bytes > (uint64_t)r->node->cfg.max_bulk_bytes) {
                 triekv_value_release(v);
-                node_reply_error(r, 413, "response_too_large",
+                kv_http_error(&r->h, 413, "response_too_large",
                                  "the values would pass %lld bytes; ask for fewer keys at a time",
                                  (long long)r->node->cfg.max_bulk_bytes);
                 bad = 1;
@@ -317,12 +317,12 @@ void node_handle_bulk_get(struct node_req *r)
             break;
     }
     if (bad == 2)
-        node_reply_error(r, 400, "not_utf8", "a key or value is not valid UTF-8; ask with ?encoding=base64");
+        kv_http_error(&r->h, 400, "not_utf8", "a key or value is not valid UTF-8; ask with ?encoding=base64");
     if (!bad) {
         kv_buf_append_str(&out, "],");
         kv_buf_append(&out, missing.ptr, missing.len);
         kv_buf_append_str(&out, "]}");
-        node_reply_json(r, 200, &out);
+        kv_http_reply_json(&r->h, 200, &out);
     }
     kv_buf_free(&out);
     kv_buf_free(&missing);
@@ -426,7 +426,7 @@ static int range_visit(void *arg, struct kv_slice key, struct kv_slice value, ui
 }
 
 /* limit=N: 1..max. -1 after replying. */
-static int parse_limit(struct node_req *r, const struct node_param *p, size_t max, size_t *out)
+static int parse_limit(struct node_req *r, const struct kv_http_param *p, size_t max, size_t *out)
 {
     *out = max;
     if (p == NULL)
@@ -438,14 +438,14 @@ static int parse_limit(struct node_req *r, const struct node_param *p, size_t ma
         n = n * 10 + (uint64_t)(p->value.ptr[i] - '0');
     }
     if (!ok || n < 1 || n > max) {
-        node_reply_error(r, 400, "bad_limit", "limit must be a whole number from 1 to %zu", max);
+        kv_http_error(&r->h, 400, "bad_limit", "limit must be a whole number from 1 to %zu", max);
         return -1;
     }
     *out = (size_t)n;
     return 0;
 }
 
-static int parse_bool(struct node_req *r, const struct node_param *p, const char *name, bool *out)
+static int parse_bool(struct node_req *r, const struct kv_http_param *p, const char *name, bool *out)
 {
     *out = false;
     if (p == NULL)
@@ -453,28 +453,28 @@ static int parse_bool(struct node_req *r, const struct node_param *p, const char
     if (kv_slice_eq(p->value, kv_slice_make("true", 4)) || kv_slice_eq(p->value, kv_slice_make("1", 1)))
         *out = true;
     else if (!kv_slice_eq(p->value, kv_slice_make("false", 5)) && !kv_slice_eq(p->value, kv_slice_make("0", 1))) {
-        node_reply_error(r, 400, "bad_request", "%s must be true or false", name);
+        kv_http_error(&r->h, 400, "bad_request", "%s must be true or false", name);
         return -1;
     }
     return 0;
 }
 
 /* The range asked for, from the query or the cursor; -1 after replying. raw holds cursor bytes. */
-static int range_of(struct node_req *r, struct node_query *q, struct kv_buf *raw, struct triekv_range *rg)
+static int range_of(struct node_req *r, struct kv_http_query *q, struct kv_buf *raw, struct triekv_range *rg)
 {
-    const struct node_param *start = node_query_get(q, "start_key");
-    const struct node_param *end = node_query_get(q, "end_key");
-    const struct node_param *prefix = node_query_get(q, "prefix");
-    const struct node_param *cur = node_query_get(q, "cursor");
+    const struct kv_http_param *start = kv_http_query_get(q, "start_key");
+    const struct kv_http_param *end = kv_http_query_get(q, "end_key");
+    const struct kv_http_param *prefix = kv_http_query_get(q, "prefix");
+    const struct kv_http_param *cur = kv_http_query_get(q, "cursor");
     if (prefix && (start || end)) {
-        node_reply_error(r, 400, "bad_request", "give prefix, or start_key/end_key, not both");
+        kv_http_error(&r->h, 400, "bad_request", "give prefix, or start_key/end_key, not both");
         return -1;
     }
     size_t max_key = (size_t)r->node->cfg.max_key_size;
-    const struct node_param *keys[3] = {start, end, prefix};
+    const struct kv_http_param *keys[3] = {start, end, prefix};
     for (int i = 0; i < 3; i++) {
         if (keys[i] && keys[i]->value.len > max_key) {
-            node_reply_error(r, 400, "key_too_long", "%s has %zu bytes; the limit is %zu", keys[i]->name,
+            kv_http_error(&r->h, 400, "key_too_long", "%s has %zu bytes; the limit is %zu", keys[i]->name,
                              keys[i]->value.len, max_key);
             return -1;
         }
@@ -495,7 +495,7 @@ static int range_of(struct node_req *r, struct node_query *q, struct kv_buf *raw
         return 0;
     struct cursor c;
     if (cursor_decode(cur->value, raw, &c) != 0) {
-        node_reply_error(r, 400, "bad_cursor", "the cursor is malformed or damaged; pass back 'next' as it was");
+        kv_http_error(&r->h, 400, "bad_cursor", "the cursor is malformed or damaged; pass back 'next' as it was");
         return -1;
     }
     bool same = (prefix == NULL && start == NULL && end == NULL) ||
@@ -503,7 +503,7 @@ static int range_of(struct node_req *r, struct node_query *q, struct kv_buf *raw
                  kv_slice_eq(c.start, prefix ? prefix->value : start ? start->value : kv_slice_make(NULL, 0)) &&
                  c.has_end == (end != NULL) && (!end || kv_slice_eq(c.end, end->value)));
     if (!same) {
-        node_reply_error(r, 400, "bad_cursor", "the cursor belongs to another range");
+        kv_http_error(&r->h, 400, "bad_cursor", "the cursor belongs to another range");
         return -1;
     }
     memset(rg, 0, sizeof *rg);
@@ -521,15 +521,15 @@ static int range_of(struct node_req *r, struct node_query *q, struct kv_buf *raw
 
 void node_handle_range(struct node_req *r)
 {
-    struct node_query q;
+    struct kv_http_query q;
     bool b64, keys_only;
     size_t limit;
     struct triekv_range rg;
     struct kv_buf raw = {0};
-    if (node_query_parse(r, &q) != 0 || node_query_encoding(r, &q, &b64) != 0 ||
-        parse_limit(r, node_query_get(&q, "limit"), (size_t)r->node->cfg.max_range_response, &limit) != 0 ||
-        parse_bool(r, node_query_get(&q, "keys_only"), "keys_only", &keys_only) != 0 ||
-        range_of(r, &q, &raw, &rg) != 0 || node_query_check_unused(r, &q) != 0) {
+    if (kv_http_query_parse(&r->h, &q) != 0 || kv_http_query_encoding(&r->h, &q, &b64) != 0 ||
+        parse_limit(r, kv_http_query_get(&q, "limit"), (size_t)r->node->cfg.max_range_response, &limit) != 0 ||
+        parse_bool(r, kv_http_query_get(&q, "keys_only"), "keys_only", &keys_only) != 0 ||
+        range_of(r, &q, &raw, &rg) != 0 || kv_http_query_check_unused(&r->h, &q) != 0) {
         kv_buf_free(&raw);
         return;
     }
@@ -541,10 +541,10 @@ void node_handle_range(struct node_req *r)
     struct triekv_scan_result res;
     int rc = triekv_scan(r->node->db, &rg, range_visit, &o, &res);
     if (rc == KV_E_INVALID && o.bad_utf8) {
-        node_reply_error(r, 400, "not_utf8", "a key or value in this range is not valid UTF-8; ask with "
+        kv_http_error(&r->h, 400, "not_utf8", "a key or value in this range is not valid UTF-8; ask with "
                                              "?encoding=base64");
     } else if (rc == KV_E_INVALID) {
-        node_reply_error(r, 400, "bad_range", "start_key must not be greater than end_key");
+        kv_http_error(&r->h, 400, "bad_range", "start_key must not be greater than end_key");
     } else if (rc != KV_OK) {
         node_reply_rc(r, rc, "range");
     } else {
@@ -557,7 +557,7 @@ void node_handle_range(struct node_req *r)
             kv_buf_append_str(&o.json, "null");
         }
         kv_buf_append_byte(&o.json, '}');
-        node_reply_json(r, 200, &o.json);
+        kv_http_reply_json(&r->h, 200, &o.json);
     }
     kv_buf_free(&o.json);
     kv_buf_free(&o.last);

@@ -57,7 +57,7 @@ const struct kv_cfg_key node_config_keys[] = {
      "open client connections; more are refused"},
     {"request_timeout_ms", KV_CFG_INT, K(request_timeout_ms), 100, 3600000, false, NULL,
      "time a client has to send a whole request (idle keep-alive included)"},
-    {"threads", KV_CFG_INT, K(threads), 0, NODE_THREADS_MAX, false, NULL, "event loop threads (0: one per core)"},
+    {"threads", KV_CFG_INT, K(threads), 0, KV_HTTP_THREADS_MAX, false, NULL, "event loop threads (0: one per core)"},
     {"log_level", KV_CFG_ENUM, K(log_level), 0, 0, false, log_levels, "least severe log level written"},
     {"io_backend", KV_CFG_ENUM, K(io_backend), 0, 0, false, io_backends,
      "file I/O: io_uring where the kernel allows it, else POSIX"},

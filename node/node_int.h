@@ -18,16 +18,14 @@
 
 #include "common/kv_buf.h"
 #include "common/kv_config.h"
+#include "common/kv_http.h"
 #include "node/node.h"
 #include "trie/triekv.h"
 
 #define NODE_COMPONENT "node"
-#define NODE_THREADS_MAX 256
 #define NODE_BULK_ITEMS_HARD_MAX 1000000 /* max_bulk_items must stay within */
 #define NODE_RANGE_ITEMS_HARD_MAX 100000 /* max_range_response likewise */
-#define NODE_QUERY_PARAMS_MAX 16         /* a query string with more is refused */
 #define NODE_DRAIN_MS 10000              /* shutdown: time given to in-flight requests */
-#define NODE_SHUTDOWN_GRACE_MS 2000      /* shutdown: a request still arriving may take this long */
 
 /* ---- configuration (node_config.c) -------------------------------------------------------------- */
 
@@ -81,8 +79,9 @@ void node_config_free(struct node_config *c);
 /* The engine's options for this configuration. */
 void node_config_engine(const struct node_config *c, struct triekv_options *o);
 
-/* ---- metrics (node_stats.c) ----------------------------------------------------------------------- */
+/* ---- endpoints and threads -------------------------------------------------------------------- */
 
+/* What requests are counted under in /stats and /metrics (names in node_stats.c). */
 enum node_ep {
     EP_KV_GET,
     EP_KV_HEAD,
@@ -98,54 +97,23 @@ enum node_ep {
     EP_OTHER,
     EP_COUNT
 };
+_Static_assert(EP_COUNT <= KV_HTTP_EP_MAX, "kv_http counts at most KV_HTTP_EP_MAX endpoints");
+extern const char *const node_ep_names[EP_COUNT];
 
-#define NODE_HIST_BUCKETS 16 /* upper bounds in node_stats.c, plus +Inf */
-
-/* One thread's counters: written by that thread only, read by any (relaxed atomics). */
-struct node_metrics {
-    _Atomic uint64_t requests[EP_COUNT][6]; /* by status class: 1xx..5xx, [0] unused */
-    _Atomic uint64_t latency[EP_COUNT][NODE_HIST_BUCKETS + 1];
-    _Atomic uint64_t latency_sum_us[EP_COUNT];
-    _Atomic uint64_t connections_accepted;
-    _Atomic uint64_t connections_refused; /* over max_connections */
-};
-
-const char *node_ep_name(enum node_ep ep);
-void node_metrics_record(struct node_metrics *m, enum node_ep ep, int status, uint64_t elapsed_ns);
-
-/* ---- the server ------------------------------------------------------------------------------------ */
-
-struct node;
-
+/* One event-loop thread (common/kv_http.h runs them). */
 struct node_thread {
+    struct kv_http_thread http; /* first: kv_http allocates node_threads */
     struct node *node;
-    int idx;
-    pthread_t tid;
-    h2o_evloop_t *loop;
-    h2o_context_t ctx;
-    h2o_socket_t *listener;
-    h2o_accept_ctx_t accept_ctx;
     h2o_multithread_receiver_t done_rx; /* write completions from the engine */
-    h2o_multithread_receiver_t wake_rx; /* shutdown wake-up */
     h2o_multithread_receiver_t seq_rx;  /* waiters whose sequence number arrived (node_seq.c) */
     h2o_timeout_t wait_timeout;         /* their deadlines */
-    h2o_linklist_t conns;               /* struct node_conn: every open connection of this thread */
-    uint64_t connections;               /* open on this thread */
-    uint64_t writes_in_flight;          /* handed to the engine or waiting, not yet answered */
-    struct node_metrics metrics;
 };
 
 struct node {
     struct node_config cfg;
     struct triekv *db;
-    h2o_globalconf_t globalconf;
-    struct node_thread *threads;
-    int nthreads;
-    int listen_fd;
-    _Atomic bool stopping;
-    _Atomic int64_t connections; /* all threads: for max_connections */
+    struct kv_http_server http;
     uint64_t started_ms;
-    pthread_barrier_t ready;
     /* replication */
     bool sync_mode;                  /* main with replication_mode sync */
     struct repl_sender *sender;      /* main with replicas */
@@ -158,57 +126,21 @@ struct node {
 
 /* Per-request context, from the request's pool. */
 struct node_req {
-    h2o_req_t *req;
+    struct kv_http_req h; /* the request, its thread, endpoint and start time */
     struct node_thread *th;
     struct node *node;
-    enum node_ep ep;
-    uint64_t start_ns;
 };
 
-/* ---- replies (node_reply.c) --------------------------------------------------------------------- */
+/* ---- replies (node_reply.c; the generic ones are kv_http_reply and friends) ---------------------- */
 
-/* Sends a JSON body (buf is taken over and freed when the request ends). */
-void node_reply_json(struct node_req *r, int status, struct kv_buf *buf);
-/* The same for any content type. */
-void node_reply_text(struct node_req *r, int status, const char *ctype, struct kv_buf *buf);
-/* Sends {"error": code, "message": ...}. */
-void node_reply_error(struct node_req *r, int status, const char *code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
 /* Maps an engine result to its status and JSON error (the one table of node_reply.c). */
 void node_reply_rc(struct node_req *r, int rc, const char *what);
 int node_status_of(int rc);
 /* Sends raw bytes from a value (zero-copy; the value is released when the request ends).
  * For HEAD only the headers go out. */
 void node_reply_value(struct node_req *r, struct triekv_value *v);
-/* Registers the filter that turns h2o's own plain-text errors into JSON on path. */
-void node_json_errors_register(h2o_pathconf_t *path);
-/* 405 with an Allow header listing allow. */
-void node_reply_method(struct node_req *r, const char *allow);
-/* Adds a header with a copied value. */
-void node_add_header(struct node_req *r, const char *name, const char *value, size_t len);
-/* Records metrics for a response of status. */
-void node_count(struct node_req *r, int status);
 
 /* ---- requests (node_http.c, node_kv.c, node_bulk.c) ------------------------------------------------ */
-
-/* Query parameters, percent-decoded (with '+' as space). */
-struct node_param {
-    const char *name; /* NUL-terminated copy in the request pool */
-    struct kv_slice value;
-    bool used;
-};
-struct node_query {
-    struct node_param v[NODE_QUERY_PARAMS_MAX];
-    int n;
-};
-/* Parses the query string of r. 0, or -1 after replying 400. */
-int node_query_parse(struct node_req *r, struct node_query *q);
-/* The parameter, or NULL (marks it used). */
-const struct node_param *node_query_get(struct node_query *q, const char *name);
-/* 400 for a parameter nobody used. 0 when all were used. */
-int node_query_check_unused(struct node_req *r, struct node_query *q);
-/* encoding=base64 or absent: sets *b64. -1 after replying 400. */
-int node_query_encoding(struct node_req *r, struct node_query *q, bool *b64);
 
 /* Handlers; each answers the request (now or later). */
 void node_handle_kv(struct node_req *r, struct kv_slice key);

@@ -62,14 +62,14 @@ static int etag_header(h2o_req_t *req, const h2o_token_t *token, struct etag *ou
 static void reply_get(struct node_req *r, struct kv_slice key)
 {
     struct etag none;
-    if (etag_header(r->req, H2O_TOKEN_IF_NONE_MATCH, &none) != 0) {
-        node_reply_error(r, 400, "bad_request", "If-None-Match must be * or one ETag (\"42\")");
+    if (etag_header(r->h.req, H2O_TOKEN_IF_NONE_MATCH, &none) != 0) {
+        kv_http_error(&r->h, 400, "bad_request", "If-None-Match must be * or one ETag (\"42\")");
         return;
     }
     struct triekv_value *v = NULL;
     int rc = triekv_get(r->node->db, key, &v);
     if (rc == KV_E_NOT_FOUND) {
-        node_reply_error(r, 404, "not_found", "key not found");
+        kv_http_error(&r->h, 404, "not_found", "key not found");
         return;
     }
     if (rc != KV_OK) {
@@ -80,12 +80,12 @@ static void reply_get(struct node_req *r, struct kv_slice key)
         char etag[32];
         int n = snprintf(etag, sizeof etag, "\"%llu\"", (unsigned long long)triekv_value_seq(v));
         triekv_value_release(v);
-        node_add_header(r, "etag", etag, (size_t)n);
-        r->req->res.status = 304;
-        r->req->res.reason = "Not Modified";
-        r->req->res.content_length = 0;
-        node_count(r, 304);
-        h2o_send_inline(r->req, "", 0);
+        kv_http_add_header(&r->h, "etag", etag, (size_t)n);
+        r->h.req->res.status = 304;
+        r->h.req->res.reason = "Not Modified";
+        r->h.req->res.content_length = 0;
+        kv_http_count(&r->h, 304);
+        h2o_send_inline(r->h.req, "", 0);
         return;
     }
     node_reply_value(r, v);
@@ -97,7 +97,7 @@ static void put_done(struct node_req *r, int rc, const struct triekv_write_resul
     if (rc == KV_OK)
         node_reply_seq(r, res->seq, NULL);
     else if (rc == KV_E_PRECONDITION)
-        node_reply_error(r, 412, "precondition_failed", "the key's current version does not match the precondition");
+        kv_http_error(&r->h, 412, "precondition_failed", "the key's current version does not match the precondition");
     else
         node_reply_rc(r, rc, "write");
 }
@@ -106,13 +106,13 @@ static void delete_done(struct node_req *r, int rc, const struct triekv_write_re
 {
     bool conditional = *(const bool *)arg;
     if (rc == KV_OK && res->deleted == 0) /* If-None-Match: * held, and there was nothing to delete */
-        node_reply_error(r, 404, "not_found", "key not found");
+        kv_http_error(&r->h, 404, "not_found", "key not found");
     else if (rc == KV_OK)
         node_reply_seq(r, res->seq, "\"deleted\":true");
     else if (rc == KV_E_PRECONDITION && !conditional)
-        node_reply_error(r, 404, "not_found", "key not found");
+        kv_http_error(&r->h, 404, "not_found", "key not found");
     else if (rc == KV_E_PRECONDITION)
-        node_reply_error(r, 412, "precondition_failed", "the key's current version does not match If-Match");
+        kv_http_error(&r->h, 412, "precondition_failed", "the key's current version does not match If-Match");
     else
         node_reply_rc(r, rc, "delete");
 }
@@ -121,16 +121,16 @@ static void delete_done(struct node_req *r, int rc, const struct triekv_write_re
 static int write_cond(struct node_req *r, bool is_delete, enum triekv_cond *cond, uint64_t *version)
 {
     struct etag match, none;
-    if (etag_header(r->req, H2O_TOKEN_IF_MATCH, &match) != 0) {
-        node_reply_error(r, 400, "bad_request", "If-Match must be * or one ETag (\"42\")");
+    if (etag_header(r->h.req, H2O_TOKEN_IF_MATCH, &match) != 0) {
+        kv_http_error(&r->h, 400, "bad_request", "If-Match must be * or one ETag (\"42\")");
         return -1;
     }
-    if (etag_header(r->req, H2O_TOKEN_IF_NONE_MATCH, &none) != 0 || none.kind == ETAG_VERSION) {
-        node_reply_error(r, 400, "bad_request", "If-None-Match on a write must be *");
+    if (etag_header(r->h.req, H2O_TOKEN_IF_NONE_MATCH, &none) != 0 || none.kind == ETAG_VERSION) {
+        kv_http_error(&r->h, 400, "bad_request", "If-None-Match on a write must be *");
         return -1;
     }
     if (match.kind != ETAG_NONE && none.kind != ETAG_NONE) {
-        node_reply_error(r, 400, "bad_request", "give If-Match or If-None-Match, not both");
+        kv_http_error(&r->h, 400, "bad_request", "give If-Match or If-None-Match, not both");
         return -1;
     }
     *version = 0;
@@ -162,10 +162,10 @@ static void do_write(struct node_req *r, struct kv_slice key, bool is_delete)
     if (is_delete) {
         rc = triekv_batch_del(b, key, cond, version);
     } else {
-        h2o_iovec_t body = r->req->entity;
+        h2o_iovec_t body = r->h.req->entity;
         if (body.len > (size_t)r->node->cfg.max_value_size) {
             triekv_batch_destroy(b);
-            node_reply_error(r, 413, "value_too_large", "the value has %zu bytes; the limit is %lld", body.len,
+            kv_http_error(&r->h, 413, "value_too_large", "the value has %zu bytes; the limit is %lld", body.len,
                              (long long)r->node->cfg.max_value_size);
             return;
         }
@@ -177,29 +177,29 @@ static void do_write(struct node_req *r, struct kv_slice key, bool is_delete)
         return;
     }
     /* a DELETE's failed precondition is a 404, unless the client asked for one with a header */
-    bool conditional = h2o_find_header(&r->req->headers, H2O_TOKEN_IF_MATCH, -1) >= 0 ||
-                       h2o_find_header(&r->req->headers, H2O_TOKEN_IF_NONE_MATCH, -1) >= 0;
+    bool conditional = h2o_find_header(&r->h.req->headers, H2O_TOKEN_IF_MATCH, -1) >= 0 ||
+                       h2o_find_header(&r->h.req->headers, H2O_TOKEN_IF_NONE_MATCH, -1) >= 0;
     node_write(r, b, is_delete ? delete_done : put_done, &conditional, sizeof conditional);
 }
 
 void node_handle_kv(struct node_req *r, struct kv_slice key)
 {
-    h2o_req_t *req = r->req;
+    h2o_req_t *req = r->h.req;
     bool get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"));
     bool head = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
     bool put = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("PUT")) ||
                h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"));
     bool del = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("DELETE"));
-    r->ep = get ? EP_KV_GET : head ? EP_KV_HEAD : put ? EP_KV_PUT : del ? EP_KV_DELETE : EP_KV_GET;
+    r->h.ep = get ? EP_KV_GET : head ? EP_KV_HEAD : put ? EP_KV_PUT : del ? EP_KV_DELETE : EP_KV_GET;
     if (!get && !head && !put && !del) {
-        node_reply_method(r, "GET, HEAD, PUT, POST, DELETE");
+        kv_http_method_not_allowed(&r->h, "GET, HEAD, PUT, POST, DELETE");
         return;
     }
-    struct node_query q;
-    if (node_query_parse(r, &q) != 0 || node_query_check_unused(r, &q) != 0)
+    struct kv_http_query q;
+    if (kv_http_query_parse(&r->h, &q) != 0 || kv_http_query_check_unused(&r->h, &q) != 0)
         return;
     if (key.len > (size_t)r->node->cfg.max_key_size) {
-        node_reply_error(r, 400, "key_too_long", "the key has %zu bytes; the limit is %lld", key.len,
+        kv_http_error(&r->h, 400, "key_too_long", "the key has %zu bytes; the limit is %lld", key.len,
                          (long long)r->node->cfg.max_key_size);
         return;
     }

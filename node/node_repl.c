@@ -1,8 +1,8 @@
 /* node/node_repl.c - a node's part in replication: starting the senders on a main, serving the
  * replication port on a replica, and the replication figures of /stats and /metrics.
  *
- * The replication port has its own h2o configuration, loop and thread: its endpoints are never
- * reachable on the public port, its body limit fits the largest record, and its one thread
+ * The replication port is a kv_http server of its own with one loop thread: its endpoints are
+ * never reachable on the public port, its body limit fits the largest record, and its one thread
  * applies batches strictly in arrival order. Every request must come from a main of this
  * replica's cluster (replication/repl_recv.c decides); refusals are logged, at most one line per
  * reason every 10 s. */
@@ -24,56 +24,29 @@
 #include <unistd.h>
 
 #define REFUSAL_LOG_MS 10000 /* at most one refusal line per this long */
+#define REPL_CONNECTIONS_MAX 64 /* a main per cluster: a handful of connections at most */
 
+/* The replication port: a kv_http server of its own, with one loop thread. */
 struct node_repl_server {
+    struct kv_http_server http;
     struct node *node;
-    h2o_globalconf_t conf;
-    h2o_evloop_t *loop;
-    h2o_context_t ctx;
-    h2o_accept_ctx_t accept_ctx;
-    h2o_socket_t *listener;
-    h2o_multithread_receiver_t wake_rx;
-    int fd;
-    pthread_t tid;
-    uint64_t connections;
-    uint64_t refusal_logged_ms;
+    uint64_t refusal_logged_ms; /* the loop thread's */
 };
 
-struct repl_handler {
-    h2o_handler_t super;
-    struct node_repl_server *srv;
-};
+static const char *const repl_ep_names[] = {"replication"};
 
 /* ---- replies ----------------------------------------------------------------------------------- */
 
-static void send_json(h2o_req_t *req, int status, const char *reason, const char *body)
-{
-    req->res.status = status;
-    req->res.reason = reason;
-    req->res.content_length = strlen(body);
-    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, H2O_STRLIT("application/json"));
-    h2o_send_inline(req, body, strlen(body));
-}
-
-static void send_error(h2o_req_t *req, int status, const char *code, const char *msg)
+static void send_applied(struct kv_http_req *r, uint64_t applied)
 {
     struct kv_buf b = {0};
-    kv_buf_printf(&b, "{\"error\":\"%s\",\"message\":", code);
-    kv_json_append_string(&b, (const uint8_t *)msg, strlen(msg));
-    kv_buf_append_str(&b, "}\n");
-    kv_buf_append_byte(&b, 0);
-    const char *reason = status == 403 ? "Forbidden" : status == 409 ? "Conflict" : status == 404 ? "Not Found"
-                         : status >= 500                                          ? "Internal Server Error"
-                                                                                  : "Bad Request";
-    send_json(req, status, reason, (const char *)b.ptr);
-    kv_buf_free(&b);
+    kv_buf_printf(&b, "{\"applied_seq\":%" PRIu64 "}", applied);
+    kv_http_reply_json(r, 200, &b);
 }
 
-static void send_applied(h2o_req_t *req, uint64_t applied)
+static void send_rc(struct kv_http_req *r, int status, int rc)
 {
-    char body[64];
-    snprintf(body, sizeof body, "{\"applied_seq\":%" PRIu64 "}\n", applied);
-    send_json(req, 200, "OK", body);
+    kv_http_error(r, status, kv_errname(rc), "%s", kv_strerror(rc));
 }
 
 /* ---- requests ------------------------------------------------------------------------------------ */
@@ -98,8 +71,9 @@ static uint64_t parse_u64(const char *p, size_t n, bool *ok)
     return v;
 }
 
-static bool authorized(struct node_repl_server *srv, h2o_req_t *req)
+static bool authorized(struct node_repl_server *srv, struct kv_http_req *r)
 {
+    h2o_req_t *req = r->req;
     size_t cl = 0, tl = 0;
     const char *cluster = header(req, "x-triekv-cluster", &cl);
     const char *token = header(req, "x-triekv-token", &tl);
@@ -118,7 +92,7 @@ static bool authorized(struct node_repl_server *srv, h2o_req_t *req)
             inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, peer, sizeof peer);
         kv_log_warn(NODE_COMPONENT, "replication request from %s refused: %s", peer, why);
     }
-    send_error(req, 403, "forbidden", why);
+    kv_http_error(r, 403, "forbidden", "%s", why);
     return false;
 }
 
@@ -132,16 +106,17 @@ static void note_main(struct node_repl_server *srv, h2o_req_t *req)
     repl_receiver_heard(srv->node->receiver, url, url ? ul : 0, ok ? s : 0);
 }
 
-static int on_repl_req(h2o_handler_t *self, h2o_req_t *req)
+static void on_repl_req(struct kv_http_thread *th, h2o_req_t *req)
 {
-    struct node_repl_server *srv = ((struct repl_handler *)self)->srv;
+    struct node_repl_server *srv = th->srv->cfg.app;
     struct node *n = srv->node;
-    size_t plen = req->query_at == SIZE_MAX ? req->path.len : req->query_at;
-    h2o_iovec_t path = h2o_iovec_init(req->path.base, plen);
+    struct kv_http_req *r = h2o_mem_alloc_pool(&req->pool, sizeof *r);
+    *r = (struct kv_http_req){.req = req, .th = th, .ep = 0, .start_ns = kv_now_ns()};
+    h2o_iovec_t path = kv_http_path(req);
     bool post = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"));
     bool get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"));
-    if (!authorized(srv, req))
-        return 0;
+    if (!authorized(srv, r))
+        return;
     note_main(srv, req);
     uint64_t applied;
     int rc;
@@ -149,18 +124,20 @@ static int on_repl_req(h2o_handler_t *self, h2o_req_t *req)
         struct triekv_stats st;
         triekv_stats(n->db, &st);
         struct kv_buf b = {0};
-        kv_buf_printf(&b, "{\"applied_seq\":%" PRIu64 ",\"resyncing\":%s,\"cluster_id\":", st.seq,
-                      triekv_snapshot_active(n->db) ? "true" : "false");
+        uint32_t epoch;
+        char epoch_json[16] = "null"; /* unknown: the replica cannot vouch for its last batch */
+        if (triekv_epoch_at(n->db, st.seq, &epoch) == KV_OK)
+            snprintf(epoch_json, sizeof epoch_json, "%" PRIu32, epoch);
+        kv_buf_printf(&b, "{\"applied_seq\":%" PRIu64 ",\"applied_epoch\":%s,\"resyncing\":%s,\"cluster_id\":",
+                      st.seq, epoch_json, triekv_snapshot_active(n->db) ? "true" : "false");
         kv_json_append_string(&b, (const uint8_t *)n->cfg.cluster_id, strlen(n->cfg.cluster_id));
-        kv_buf_append_str(&b, "}\n");
-        kv_buf_append_byte(&b, 0);
-        send_json(req, 200, "OK", (const char *)b.ptr);
-        kv_buf_free(&b);
-        return 0;
+        kv_buf_append_byte(&b, '}');
+        kv_http_reply_json(r, 200, &b);
+        return;
     }
     if (!post) {
-        send_error(req, 405, "method_not_allowed", "replication requests are GET /replication/state or POST");
-        return 0;
+        kv_http_error(r, 405, "method_not_allowed", "replication requests are GET /replication/state or POST");
+        return;
     }
     const uint8_t *body = (const uint8_t *)req->entity.base;
     size_t len = req->entity.base ? req->entity.len : 0;
@@ -168,133 +145,53 @@ static int on_repl_req(h2o_handler_t *self, h2o_req_t *req)
         rc = repl_receiver_apply(n->receiver, body, len, &applied);
         node_seq_advance(n, applied);
         if (rc == KV_OK)
-            send_applied(req, applied);
+            send_applied(r, applied);
         else if (rc == KV_E_INVALID)
-            send_error(req, 409, "gap", "records out of sequence: resend from applied_seq");
+            kv_http_error(r, 409, "gap", "records out of sequence: resend from applied_seq");
         else
-            send_error(req, node_status_of(rc), kv_errname(rc), kv_strerror(rc));
+            send_rc(r, node_status_of(rc), rc);
         if (rc != KV_OK && rc != KV_E_INVALID)
             kv_log_warn(NODE_COMPONENT, "applying replicated records failed: %s", kv_strerror(rc));
-        return 0;
+        return;
     }
     if (h2o_memis(path.base, path.len, H2O_STRLIT("/replication/snapshot/begin"))) {
         rc = repl_receiver_snapshot_begin(n->receiver);
         if (rc == KV_OK)
-            send_json(req, 200, "OK", "{}\n");
+            kv_http_reply_json(r, 200, &(struct kv_buf){0});
         else
-            send_error(req, 500, kv_errname(rc), kv_strerror(rc));
-        return 0;
+            send_rc(r, 500, rc);
+        return;
     }
     if (h2o_memis(path.base, path.len, H2O_STRLIT("/replication/snapshot/chunk"))) {
         uint32_t items;
         rc = repl_receiver_snapshot_chunk(n->receiver, body, len, &items);
         if (rc == KV_OK)
-            send_json(req, 200, "OK", "{}\n");
+            kv_http_reply_json(r, 200, &(struct kv_buf){0});
         else
-            send_error(req, rc == KV_E_CORRUPT || rc == KV_E_INVALID ? 400 : 500, kv_errname(rc), kv_strerror(rc));
-        return 0;
+            send_rc(r, rc == KV_E_CORRUPT || rc == KV_E_INVALID ? 400 : 500, rc);
+        return;
     }
     if (h2o_memis(path.base, path.len, H2O_STRLIT("/replication/snapshot/end"))) {
         const char *q = req->query_at == SIZE_MAX ? NULL : req->path.base + req->query_at + 1;
         size_t ql = q ? req->path.len - req->query_at - 1 : 0;
-        bool ok = q && ql > 4 && memcmp(q, "seq=", 4) == 0;
-        uint64_t seq = ok ? parse_u64(q + 4, ql - 4, &ok) : 0;
-        if (!ok) {
-            send_error(req, 400, "bad_request", "snapshot/end needs ?seq=N");
-            return 0;
+        const char *amp = q ? memchr(q, '&', ql) : NULL;
+        bool ok = amp && amp - q > 4 && memcmp(q, "seq=", 4) == 0 && (size_t)(q + ql - amp) > 7 &&
+                  memcmp(amp, "&epoch=", 7) == 0;
+        uint64_t seq = ok ? parse_u64(q + 4, (size_t)(amp - q - 4), &ok) : 0;
+        uint64_t epoch = ok ? parse_u64(amp + 7, (size_t)(q + ql - amp - 7), &ok) : 0;
+        if (!ok || epoch > UINT32_MAX) {
+            kv_http_error(r, 400, "bad_request", "snapshot/end needs ?seq=N&epoch=E");
+            return;
         }
-        rc = repl_receiver_snapshot_end(n->receiver, seq);
+        rc = repl_receiver_snapshot_end(n->receiver, seq, (uint32_t)epoch);
         node_seq_advance(n, seq);
         if (rc == KV_OK)
-            send_applied(req, seq);
+            send_applied(r, seq);
         else
-            send_error(req, 500, kv_errname(rc), kv_strerror(rc));
-        return 0;
-    }
-    send_error(req, 404, "not_found", "no such replication endpoint");
-    return 0;
-}
-
-/* ---- the server thread ----------------------------------------------------------------------------- */
-
-static void on_conn_close(void *data)
-{
-    ((struct node_repl_server *)data)->connections--;
-}
-
-static void on_accept(h2o_socket_t *listener, const char *err)
-{
-    struct node_repl_server *srv = listener->data;
-    if (err != NULL)
+            send_rc(r, 500, rc);
         return;
-    for (int i = 0; i < 16; i++) {
-        h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
-        if (sock == NULL)
-            return;
-        if (srv->connections >= 64) { /* a main per cluster: a handful of connections at most */
-            h2o_socket_close(sock);
-            continue;
-        }
-        srv->connections++;
-        sock->on_close.cb = on_conn_close;
-        sock->on_close.data = srv;
-        h2o_accept(&srv->accept_ctx, sock);
     }
-}
-
-static void on_wake(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages)
-{
-    (void)rx;
-    (void)messages;
-}
-
-static void *repl_thread(void *arg)
-{
-    struct node_repl_server *srv = arg;
-    while (!atomic_load(&srv->node->stopping))
-        h2o_evloop_run(srv->loop, INT32_MAX);
-    h2o_socket_read_stop(srv->listener);
-    h2o_socket_close(srv->listener);
-    h2o_context_request_shutdown(&srv->ctx);
-    srv->ctx.http1.req_timeout.timeout = 0;
-    uint64_t deadline = kv_now_ms() + NODE_DRAIN_MS;
-    while (srv->connections > 0 && kv_now_ms() < deadline)
-        h2o_evloop_run(srv->loop, 10);
-    if (srv->connections > 0)
-        return NULL; /* h2o asserts on disposing a context with live connections */
-    h2o_multithread_unregister_receiver(srv->ctx.queue, &srv->wake_rx);
-    h2o_context_dispose(&srv->ctx);
-    h2o_evloop_destroy(srv->loop);
-    return NULL;
-}
-
-static int listen_repl(struct node *n, char *err, size_t errlen)
-{
-    struct sockaddr_storage ss = {0};
-    socklen_t len;
-    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, n->cfg.bind, &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons((uint16_t)n->cfg.replication_port);
-        len = sizeof *a4;
-    } else {
-        KV_ASSERT(inet_pton(AF_INET6, n->cfg.bind, &a6->sin6_addr) == 1);
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons((uint16_t)n->cfg.replication_port);
-        len = sizeof *a6;
-    }
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0 ||
-        bind(fd, (struct sockaddr *)&ss, len) != 0 || listen(fd, 64) != 0) {
-        snprintf(err, errlen, "cannot listen on %s replication port %lld: %s", n->cfg.bind,
-                 (long long)n->cfg.replication_port, strerror(errno));
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    return fd;
+    kv_http_error(r, 404, "not_found", "no such replication endpoint");
 }
 
 static void on_ack(void *arg)
@@ -340,36 +237,34 @@ int node_repl_start(struct node *n, char *err, size_t errlen)
     repl_receiver_create(n->db, n->cfg.cluster_id, n->cfg.replication_token, &n->receiver);
     struct node_repl_server *srv = kv_calloc(1, sizeof *srv);
     srv->node = n;
-    srv->fd = listen_repl(n, err, errlen);
-    if (srv->fd < 0) {
-        free(srv);
-        return -1;
-    }
-    h2o_config_init(&srv->conf);
-    srv->conf.server_name = h2o_iovec_init(H2O_STRLIT("triekv-replica/" TRIEKV_VERSION));
-    srv->conf.http1.upgrade_to_http2 = 0;
-    srv->conf.http2.callbacks.request_shutdown = NULL;
-    srv->conf.http1.req_timeout = (uint64_t)(n->cfg.replication_timeout_ms > 60000 ? n->cfg.replication_timeout_ms
-                                                                                     : 60000);
     /* one record of the largest value, or a batch of records, with room for framing */
     uint64_t batch = (uint64_t)n->cfg.replication_batch_bytes;
     uint64_t rec = (uint64_t)n->cfg.max_value_size + (uint64_t)n->cfg.max_key_size + 4096;
-    srv->conf.max_request_entity_size = (size_t)((batch > rec ? batch : rec) + (1u << 20));
-    h2o_hostconf_t *host = h2o_config_register_host(&srv->conf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
-    h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
-    struct repl_handler *h = (struct repl_handler *)h2o_create_handler(path, sizeof *h);
-    h->super.on_req = on_repl_req;
-    h->srv = srv;
-    srv->loop = h2o_evloop_create();
-    h2o_context_init(&srv->ctx, srv->loop, &srv->conf);
-    srv->accept_ctx.ctx = &srv->ctx;
-    srv->accept_ctx.hosts = srv->conf.hosts;
-    h2o_multithread_register_receiver(srv->ctx.queue, &srv->wake_rx, on_wake);
-    srv->listener = h2o_evloop_socket_create(srv->loop, srv->fd, H2O_SOCKET_FLAG_DONT_READ);
-    srv->listener->data = srv;
-    h2o_socket_read_start(srv->listener, on_accept);
+    struct kv_http_config hc = {
+        .name = NODE_COMPONENT,
+        .server_header = "triekv-replica/" TRIEKV_VERSION,
+        .bind = n->cfg.bind,
+        .port = (int)n->cfg.replication_port,
+        .threads = 1, /* batches are applied strictly in arrival order */
+        .max_connections = REPL_CONNECTIONS_MAX,
+        .request_timeout_ms = n->cfg.replication_timeout_ms > 60000 ? n->cfg.replication_timeout_ms : 60000,
+        .max_request_body = (size_t)((batch > rec ? batch : rec) + (1u << 20)),
+        .drain_ms = NODE_DRAIN_MS,
+        .ep_names = repl_ep_names,
+        .ep_count = 1,
+        .thread_size = sizeof(struct kv_http_thread),
+        .on_req = on_repl_req,
+        .app = srv,
+    };
+    char why[200];
+    if (kv_http_listen(&srv->http, &hc, why, sizeof why) != 0) {
+        snprintf(err, errlen, "replication port: %s", why);
+        kv_http_dispose(&srv->http);
+        free(srv);
+        return -1;
+    }
+    kv_http_start(&srv->http);
     n->rsrv = srv;
-    KV_ASSERT(pthread_create(&srv->tid, NULL, repl_thread, srv) == 0);
     return 0;
 }
 
@@ -380,9 +275,8 @@ void node_repl_stop(struct node *n)
         n->sender = NULL;
     }
     if (n->rsrv) {
-        h2o_multithread_send_message(&n->rsrv->wake_rx, NULL);
-        pthread_join(n->rsrv->tid, NULL);
-        h2o_config_dispose(&n->rsrv->conf);
+        kv_http_stop(&n->rsrv->http);
+        kv_http_dispose(&n->rsrv->http);
         free(n->rsrv);
         n->rsrv = NULL;
     }

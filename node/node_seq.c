@@ -58,7 +58,7 @@ static void unregister(struct node *n, struct node_waiter *w)
 
 static void finish(struct node_waiter *w, bool timed_out)
 {
-    w->th->writes_in_flight--;
+    w->th->http.busy--;
     if (w->r != NULL) {
         w->guard->w = NULL;
         w->fn(w->r, timed_out, w->seq, w->arg);
@@ -99,11 +99,11 @@ void node_seq_wait(struct node_req *r, uint64_t seq, node_wait_fn fn, const void
     if (arg_len)
         memcpy(w->arg, arg, arg_len);
     atomic_init(&w->state, WAIT_PENDING);
-    w->guard = h2o_mem_alloc_shared(&r->req->pool, sizeof *w->guard, guard_dispose);
+    w->guard = h2o_mem_alloc_shared(&r->h.req->pool, sizeof *w->guard, guard_dispose);
     w->guard->w = w;
     w->timer.cb = on_timeout;
-    r->th->writes_in_flight++;
-    h2o_timeout_link(r->th->loop, &r->th->wait_timeout, &w->timer);
+    r->th->http.busy++;
+    h2o_timeout_link(r->th->http.loop, &r->th->wait_timeout, &w->timer);
     pthread_mutex_lock(&n->waiters_mu);
     w->next = n->waiters;
     n->waiters = w;

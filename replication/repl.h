@@ -3,8 +3,9 @@
  * Main side (repl_send.c): one sender thread per replica URL tails the main's commit log from the
  * replica's applied sequence number and POSTs framed batches of records to the replica's
  * replication port over a keep-alive libcurl connection. It resyncs a replica with a full snapshot
- * when the log no longer holds what the replica needs (or the replica is ahead of the main, which
- * only happens when the main lost unsynced writes). Failures are retried with capped exponential
+ * when the log no longer holds what the replica needs, or when the replica holds batches the main
+ * does not have (it is ahead of the main, or its last batch belongs to another epoch: the main
+ * lost writes and reused their numbers). Failures are retried with capped exponential
  * backoff; nothing is skipped or reordered.
  *
  * Replica side (repl_recv.c): the protocol operations behind the replica's replication port, which
@@ -13,12 +14,16 @@
  *
  * Wire protocol (all requests carry X-Triekv-Cluster, X-Triekv-Token when one is configured,
  * X-Triekv-Main with the main's public URL and X-Triekv-Main-Seq with its last committed seq):
- *   GET  /replication/state                 -> {"applied_seq": N, "resyncing": bool, "cluster_id": C}
+ *   GET  /replication/state                 -> {"applied_seq": N, "applied_epoch": E or null,
+ *                                              "resyncing": bool, "cluster_id": C}
  *   POST /replication/apply                 body: commit-log records as triekv_log_read gives them
  *                                           (an empty body is a heartbeat) -> {"applied_seq": N}
  *   POST /replication/snapshot/begin        -> {}
  *   POST /replication/snapshot/chunk        body: items (see repl_frame_item), then crc32c(4)
- *   POST /replication/snapshot/end?seq=S    -> {"applied_seq": S}
+ *   POST /replication/snapshot/end?seq=S&epoch=E -> {"applied_seq": S}
+ * Epochs (triekv_epoch_at) tell the main whether the replica's last batch is the main's own: a
+ * replica whose history diverged (it holds batches the main lost and then numbered anew) is
+ * resynced, like one that is ahead of the main.
  * A refused stream (other cluster, bad token) is 403; a gap is 409 (resend from applied_seq). */
 #ifndef REPL_H
 #define REPL_H
@@ -95,7 +100,7 @@ void repl_receiver_main_url(struct repl_receiver *r, char *out, size_t cap);
 int repl_receiver_apply(struct repl_receiver *r, const uint8_t *records, size_t len, uint64_t *applied);
 int repl_receiver_snapshot_begin(struct repl_receiver *r);
 int repl_receiver_snapshot_chunk(struct repl_receiver *r, const uint8_t *body, size_t len, uint32_t *items);
-int repl_receiver_snapshot_end(struct repl_receiver *r, uint64_t seq);
+int repl_receiver_snapshot_end(struct repl_receiver *r, uint64_t seq, uint32_t epoch);
 
 struct repl_receiver_stats {
     uint64_t applied_seq;

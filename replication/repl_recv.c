@@ -153,9 +153,9 @@ int repl_receiver_snapshot_chunk(struct repl_receiver *r, const uint8_t *body, s
     return KV_OK;
 }
 
-int repl_receiver_snapshot_end(struct repl_receiver *r, uint64_t seq)
+int repl_receiver_snapshot_end(struct repl_receiver *r, uint64_t seq, uint32_t epoch)
 {
-    int rc = triekv_snapshot_end(r->db, seq);
+    int rc = triekv_snapshot_end(r->db, seq, epoch);
     if (rc == KV_OK) {
         pthread_mutex_lock(&r->mu);
         r->snapshots++;

@@ -6,7 +6,8 @@
  *                 middle of a resync. 403: REFUSED (the replica is of another cluster or wants
  *                 another token): logged, retried slowly. Other failures: BACKOFF.
  *     decide      the replica needs a SNAPSHOT when it is resyncing, when A is past the main's seq
- *                 (it holds writes the main lost: its data must go), or when the commit log no
+ *                 or its batch A has another epoch than the main's batch A (it holds writes the
+ *                 main lost: its data must go; see triekv_epoch_at), or when the commit log no
  *                 longer holds A + 1. Else STREAMING from A + 1.
  *     SNAPSHOT    S = the main's seq; the log is held from S + 1 on; begin, chunks of items with
  *                 their versions (a scan in key order, paged by a cursor, so the main's writes go
@@ -159,17 +160,28 @@ static int request(struct sender *x, const char *method, const char *path, const
     return 0;
 }
 
-/* {"applied_seq": N} from the last answer. */
-static int applied_from(struct sender *x, uint64_t *applied, bool *resyncing)
+/* What a replica says about itself. */
+struct replica_state {
+    uint64_t applied;   /* its last batch */
+    bool epoch_known;   /* whether it could name that batch's epoch */
+    uint32_t epoch;
+    bool resyncing;     /* a snapshot load was cut short */
+};
+
+/* {"applied_seq": N, ...} from the last answer. */
+static int state_from(struct sender *x, struct replica_state *rs)
 {
     json_error_t je;
     json_t *j = json_loadb((const char *)x->resp.ptr, x->resp.len, 0, &je);
     json_t *a = j ? json_object_get(j, "applied_seq") : NULL;
+    json_t *e = j ? json_object_get(j, "applied_epoch") : NULL;
     int rc = -1;
     if (a && json_is_integer(a) && json_integer_value(a) >= 0) {
-        *applied = (uint64_t)json_integer_value(a);
-        if (resyncing)
-            *resyncing = json_is_true(json_object_get(j, "resyncing"));
+        rs->applied = (uint64_t)json_integer_value(a);
+        rs->resyncing = json_is_true(json_object_get(j, "resyncing"));
+        rs->epoch_known = e && json_is_integer(e) && json_integer_value(e) >= 0 &&
+                          json_integer_value(e) <= (json_int_t)UINT32_MAX;
+        rs->epoch = rs->epoch_known ? (uint32_t)json_integer_value(e) : 0;
         rc = 0;
     } else {
         set_error(x, "the replica's answer has no applied_seq");
@@ -178,15 +190,16 @@ static int applied_from(struct sender *x, uint64_t *applied, bool *resyncing)
     return rc;
 }
 
-/* A request that must answer 200 with an applied seq. -2: refused (403), -3: gap (409). */
+/* A request that must answer 200 (with the replica's state when rs is set). -2: refused (403),
+ * -3: gap (409). */
 static int call(struct sender *x, const char *method, const char *path, const uint8_t *body, size_t len,
-                uint64_t *applied, bool *resyncing)
+                struct replica_state *rs)
 {
     long status = 0;
     if (request(x, method, path, body, len, &status) != 0)
         return -1;
     if (status == 200)
-        return applied ? applied_from(x, applied, resyncing) : 0;
+        return rs ? state_from(x, rs) : 0;
     int n = (int)(x->resp.len > 120 ? 120 : x->resp.len);
     set_error(x, "%s %s: HTTP %ld %.*s", method, path, status, n, (const char *)x->resp.ptr);
     return status == 403 ? -2 : status == 409 ? -3 : -1;
@@ -252,7 +265,7 @@ static int snapshot(struct sender *x, uint64_t *applied)
     atomic_store(&x->hold, s + 1); /* the tail after the snapshot stays in the log */
     kv_log_info(REPL_COMPONENT, "%s: resyncing with a snapshot at seq %" PRIu64 " (%" PRIu64 " keys)", x->url, s,
                 st.keys);
-    int rc = call(x, "POST", "/replication/snapshot/begin", NULL, 0, NULL, NULL);
+    int rc = call(x, "POST", "/replication/snapshot/begin", NULL, 0, NULL);
     struct chunk c = {0};
     struct kv_buf after = {0}; /* the last key sent: the next page starts after it */
     struct triekv_scan_result res = {.more = true};
@@ -276,7 +289,7 @@ static int snapshot(struct sender *x, uint64_t *applied)
         if (c.items == 0)
             break;
         kv_buf_put_u32(&c.body, kv_crc32c(0, c.body.ptr, c.body.len));
-        rc = call(x, "POST", "/replication/snapshot/chunk", c.body.ptr, c.body.len, NULL, NULL);
+        rc = call(x, "POST", "/replication/snapshot/chunk", c.body.ptr, c.body.len, NULL);
         items += c.items;
         pthread_mutex_lock(&x->mu);
         x->bytes += c.body.len;
@@ -288,9 +301,14 @@ static int snapshot(struct sender *x, uint64_t *applied)
     if (rc == 0 && atomic_load(&o->stop))
         rc = -1;
     if (rc == 0) {
-        char path[80];
-        snprintf(path, sizeof path, "/replication/snapshot/end?seq=%" PRIu64, s);
-        rc = call(x, "POST", path, NULL, 0, applied, NULL);
+        uint32_t epoch = 0; /* 0: the main cannot name it (a store older than its epoch history) */
+        triekv_epoch_at(o->db, s, &epoch);
+        char path[96];
+        snprintf(path, sizeof path, "/replication/snapshot/end?seq=%" PRIu64 "&epoch=%" PRIu32, s, epoch);
+        struct replica_state rs;
+        rc = call(x, "POST", path, NULL, 0, &rs);
+        if (rc == 0)
+            *applied = rs.applied;
     }
     if (rc == 0) {
         pthread_mutex_lock(&x->mu);
@@ -342,8 +360,9 @@ static int stream(struct sender *x, uint64_t from)
             triekv_wait_seq(o->db, triekv_log_next(r), 200);
             continue;
         }
-        uint64_t applied;
-        int c = call(x, "POST", "/replication/apply", batch.ptr, batch.len, &applied, NULL);
+        struct replica_state rs;
+        int c = call(x, "POST", "/replication/apply", batch.ptr, batch.len, &rs);
+        uint64_t applied = rs.applied;
         if (c != 0) {
             out = c;
             break;
@@ -375,6 +394,32 @@ static void sleep_ms(struct repl_sender *o, uint32_t ms)
     }
 }
 
+/* Whether the replica holds batches the main does not: more of them (the main lost its newest
+ * writes), or a last batch of another epoch (the main lost writes and numbered new ones the same).
+ * Either way its data must go. Logs why. */
+static bool needs_snapshot(struct sender *x, const struct replica_state *rs, uint64_t main_seq)
+{
+    if (rs->applied > main_seq) {
+        kv_log_warn(REPL_COMPONENT, "%s: the replica is ahead of the main (%" PRIu64 " > %" PRIu64 "): the main "
+                    "lost writes; resyncing the replica", x->url, rs->applied, main_seq);
+        return true;
+    }
+    if (rs->applied == 0)
+        return false; /* nothing to disagree about */
+    uint32_t mine;
+    bool known = triekv_epoch_at(x->owner->db, rs->applied, &mine) == KV_OK;
+    /* Where the main cannot name the epoch (its history does not reach back that far), a replica
+     * that can has a history the main cannot vouch for; one that cannot either is taken at its
+     * word, or it would be resynced on every reconnection. */
+    bool diverged = known ? !rs->epoch_known || rs->epoch != mine : rs->epoch_known;
+    if (diverged)
+        kv_log_warn(REPL_COMPONENT, "%s: the replica's batch %" PRIu64 " is not the main's (epoch %" PRIu32
+                    " there, the main's %s%" PRIu32 "): the main lost writes and reused their numbers; "
+                    "resyncing the replica", x->url, rs->applied, rs->epoch, known ? "" : "unknown ",
+                    known ? mine : 0);
+    return diverged;
+}
+
 static void *sender_main(void *arg)
 {
     struct sender *x = arg;
@@ -382,9 +427,9 @@ static void *sender_main(void *arg)
     uint32_t backoff = o->cfg.backoff_min_ms;
     while (!atomic_load(&o->stop)) {
         set_state(x, "connecting");
-        uint64_t applied = 0;
-        bool resyncing = false;
-        int rc = call(x, "GET", "/replication/state", NULL, 0, &applied, &resyncing);
+        struct replica_state rs = {0};
+        int rc = call(x, "GET", "/replication/state", NULL, 0, &rs);
+        uint64_t applied = rs.applied;
         if (rc == 0) {
             struct triekv_stats st;
             triekv_stats(o->db, &st);
@@ -392,13 +437,10 @@ static void *sender_main(void *arg)
                 kv_log_info(REPL_COMPONENT, "%s: connected; the replica has seq %" PRIu64 ", the main %" PRIu64,
                             x->url, applied, st.seq);
             x->refused_logged = false;
-            acked(x, applied);
-            if (resyncing || applied > st.seq) {
-                if (applied > st.seq)
-                    kv_log_warn(REPL_COMPONENT, "%s: the replica is ahead of the main (%" PRIu64 " > %" PRIu64
-                                "): the main lost writes; resyncing the replica", x->url, applied, st.seq);
+            if (rs.resyncing || needs_snapshot(x, &rs, st.seq))
                 rc = snapshot(x, &applied);
-            }
+            else
+                acked(x, applied);
             if (rc == 0) {
                 rc = stream(x, applied + 1);
                 if (rc == 1) /* behind the retained log */

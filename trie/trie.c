@@ -7,7 +7,8 @@
  *   3. delete leftover .tmp files (half-written splits, compactions, new logs: never published);
  *   4. build the trie from the *.dat names and count keys from each log's trailing summary; a log
  *      without a valid summary (a flush cut short) is loaded whole, which cuts its torn tail;
- *   5. replay the commit log after S into the pages (idempotent per key version);
+ *   5. read the epoch history, replay the commit log after S into the pages (idempotent per key
+ *      version; every record's epoch extends the history), and pick this run's epoch;
  *   6. finish splits that published children but did not rewrite their parent;
  *   7. start the committer and checkpointer threads. */
 #include "trie/trie_int.h"
@@ -314,6 +315,7 @@ static void db_free(struct triekv *db)
     pthread_cond_destroy(&db->ckpt_cv);
     pthread_mutex_destroy(&db->dirty_mu);
     pthread_mutex_destroy(&db->seq_mu);
+    pthread_mutex_destroy(&db->epochs.mu);
     pthread_cond_destroy(&db->seq_cv);
     free(db->dir);
     free(db);
@@ -341,6 +343,7 @@ static struct triekv *db_alloc(const char *dir, const struct triekv_options *o)
     kv_cond_init(&db->ckpt_cv);
     pthread_mutex_init(&db->dirty_mu, NULL);
     pthread_mutex_init(&db->seq_mu, NULL);
+    pthread_mutex_init(&db->epochs.mu, NULL);
     kv_cond_init(&db->seq_cv);
     return db;
 }
@@ -387,6 +390,8 @@ int triekv_open(const char *dir, const struct triekv_options *opt, struct triekv
     if (rc == KV_OK)
         rc = trie_ckpt_read(db, &ckpt);
     if (rc == KV_OK)
+        rc = trie_epoch_load(db);
+    if (rc == KV_OK)
         rc = scan_dir(db);
     if (rc != KV_OK)
         goto fail;
@@ -398,6 +403,10 @@ int triekv_open(const char *dir, const struct triekv_options *opt, struct triekv
     db->next_seq = last + 1;
     trie_publish_seq(db, last);
     atomic_store(&db->checkpoint_seq, ckpt);
+    trie_epoch_trim(db, last);
+    pthread_mutex_lock(&db->epochs.mu);
+    db->epoch = trie_epoch_new(db->epochs.n ? db->epochs.v[db->epochs.n - 1].epoch : 0);
+    pthread_mutex_unlock(&db->epochs.mu);
     for (size_t i = 0; i < retire.n && atomic_load(&db->read_only) == 0; i++) {
         rc = trie_ckpt_retire(db, retire.v[i]);
         if (rc != KV_OK)

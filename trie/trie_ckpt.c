@@ -10,7 +10,8 @@
  *   4. appends each swapped log plus a summary to its partition file and fdatasyncs them all in one
  *      batch (new partition files are written whole and published by rename + directory fsync);
  *   5. splits or compacts partitions whose log passed max_page_size;
- *   6. writes CHECKPOINT = S (temporary file, fdatasync, rename, directory fsync);
+ *   6. writes EPOCHS when the epoch history changed, then CHECKPOINT = S (each a temporary file,
+ *      fdatasync, rename, directory fsync);
  *   7. drops commit-log segments that hold only batches <= S and that no log reader holds.
  * A crash anywhere leaves CHECKPOINT at an older S' <= S: the next open replays every batch after
  * S' and skips the operations a partition already has (seq <= the key's version).
@@ -42,10 +43,32 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <malloc.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 /* ---- the CHECKPOINT file ----------------------------------------------------------------------- */
+
+int trie_file_replace(struct triekv *db, const char *name, const void *buf, size_t len)
+{
+    char tmp[64];
+    KV_ASSERT(strlen(name) + sizeof TRIE_TMP_EXT <= sizeof tmp);
+    snprintf(tmp, sizeof tmp, "%s%s", name, TRIE_TMP_EXT);
+    int fd;
+    int rc = db->io->openat(db->io->ctx, db->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644, &fd);
+    if (rc != 0)
+        return rc;
+    struct iovec iov = {(void *)buf, len};
+    rc = db->io->pwritev(db->io->ctx, fd, &iov, 1, 0, 1);
+    int rc2 = db->io->close(db->io->ctx, fd);
+    if (rc == 0)
+        rc = rc2;
+    if (rc == 0)
+        rc = db->io->renameat(db->io->ctx, db->dirfd, tmp, name);
+    if (rc == 0)
+        rc = db->io->fsync_dir(db->io->ctx, db->dirfd);
+    return rc;
+}
 
 int trie_ckpt_record(struct triekv *db, uint64_t seq)
 {
@@ -55,21 +78,7 @@ int trie_ckpt_record(struct triekv *db, uint64_t seq)
     kv_put_u32(rec + 12, 0);
     kv_put_u64(rec + 16, seq);
     kv_put_u32(rec + 4, kv_crc32c(0, rec + 8, TRIE_CKPT_LEN - 8));
-    const char *tmp = TRIE_CKPT_FILE TRIE_TMP_EXT;
-    int fd;
-    int rc = db->io->openat(db->io->ctx, db->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644, &fd);
-    if (rc != 0)
-        return rc;
-    struct iovec iov = {rec, sizeof rec};
-    rc = db->io->pwritev(db->io->ctx, fd, &iov, 1, 0, 1);
-    int rc2 = db->io->close(db->io->ctx, fd);
-    if (rc == 0)
-        rc = rc2;
-    if (rc == 0)
-        rc = db->io->renameat(db->io->ctx, db->dirfd, tmp, TRIE_CKPT_FILE);
-    if (rc == 0)
-        rc = db->io->fsync_dir(db->io->ctx, db->dirfd);
-    return rc;
+    return trie_file_replace(db, TRIE_CKPT_FILE, rec, sizeof rec);
 }
 
 int trie_ckpt_read(struct triekv *db, uint64_t *seq)
@@ -506,7 +515,9 @@ int trie_ckpt_run(struct triekv *db)
     free(over.v);
     over.v = NULL;
     if (rc == KV_OK) {
-        rc = trie_ckpt_record(db, seq);
+        rc = trie_epoch_save(db); /* before the record: the segments it releases hold epochs */
+        if (rc == KV_OK)
+            rc = trie_ckpt_record(db, seq);
         if (rc != KV_OK)
             trie_set_read_only(db, rc, "cannot write the checkpoint record");
     }

@@ -278,6 +278,10 @@ static void evaluate(struct triekv *db, struct group *g, struct overlay *o, stru
             overlay_rollback(o, mark);
         w->effective = false;
         w->res.deleted = 0;
+    } else if (w->given_seq != 0) {
+        /* A replicated batch is the main's record: it takes its number even when it changes
+         * nothing here (its deletes found keys a snapshot already had without them). */
+        w->effective = true;
     }
 }
 
@@ -306,7 +310,8 @@ static int commit_effective(struct triekv *db, struct group *g, uint32_t neff)
         struct trie_wal_hdr h = {.seq = w->res.seq,
                                  .payload_len = (uint32_t)w->batch->payload.len,
                                  .payload_crc = w->batch->payload_crc,
-                                 .op_count = w->batch->nops};
+                                 .op_count = w->batch->nops,
+                                 .epoch = w->given_seq != 0 ? w->given_epoch : db->epoch};
         trie_wal_hdr_encode(w->wal_hdr, &h);
         iov[iovcnt++] = (struct iovec){w->wal_hdr, TRIE_WAL_HDR};
         iov[iovcnt++] = (struct iovec){w->batch->payload.ptr, w->batch->payload.len};
@@ -317,6 +322,15 @@ static int commit_effective(struct triekv *db, struct group *g, uint32_t neff)
     if (rc != KV_OK)
         return rc;
     db->next_seq = last + 1;
+    uint32_t prev_epoch = 0;
+    for (uint32_t i = 0; i < g->n; i++) {
+        struct trie_writer *w = g->w[i];
+        uint32_t e = w->given_seq != 0 ? w->given_epoch : db->epoch;
+        if (w->effective && e != prev_epoch) { /* one look per group, unless replicas mix runs */
+            trie_epoch_note(db, w->res.seq, e);
+            prev_epoch = e;
+        }
+    }
     pthread_rwlock_wrlock(&db->view_lock);
     for (uint32_t i = 0; i < g->n; i++) {
         struct trie_writer *w = g->w[i];
@@ -676,6 +690,9 @@ static void apply_op(struct triekv *db, uint64_t seq, const struct trie_op_view 
      * same state. */
     if (guard && cur && cur->seq > seq)
         return;
+    /* Per key, a dirty log holds versions in increasing order, so a flushed log replays to the
+     * newest. Across keys it need not: a snapshot arrives in key order, each key with its version. */
+    KV_ASSERT(cur == NULL || cur->seq <= seq);
     int64_t delta = 0;
     if (op->type == TRIE_REC_PUT) {
         struct triekv_value *v = trie_val_create(TRIE_REC_PUT, seq, op->key, op->klen, op->val, op->vlen);

@@ -67,7 +67,7 @@ enum trie_rec_type { TRIE_REC_PUT = 1, TRIE_REC_DEL = 2, TRIE_REC_SUMMARY = 3 };
  *   16 4  payload_len
  *   20 4  payload_crc  crc32c over the payload
  *   24 4  op_count
- *   28 4  reserved     0
+ *   28 4  epoch        the run of the main that committed it (trie_epoch.c; 0 in old logs)
  *   32 .. payload: op_count operations, each
  *         0 1 type (TRIE_REC_PUT/DEL)  1 1 reserved  2 2 key_len  4 4 value_len  8 .. key, value
  * The payload checksum is computed by the writer before it queues (outside every lock); the
@@ -84,6 +84,7 @@ enum trie_rec_type { TRIE_REC_PUT = 1, TRIE_REC_DEL = 2, TRIE_REC_SUMMARY = 3 };
 
 #define TRIE_WAL_DIR   "wal"
 #define TRIE_CKPT_FILE "CHECKPOINT"
+#define TRIE_EPOCHS_FILE "EPOCHS"
 #define TRIE_LOCK_FILE "LOCK"
 #define TRIE_PART_EXT  ".dat"
 #define TRIE_TMP_EXT   ".tmp"
@@ -157,6 +158,7 @@ struct trie_wal_hdr {
     uint32_t payload_len;
     uint32_t payload_crc;
     uint32_t op_count;
+    uint32_t epoch;
 };
 void trie_wal_hdr_encode(uint8_t *p, const struct trie_wal_hdr *h);
 /* KV_E_CORRUPT for a bad magic or header checksum. */
@@ -375,6 +377,7 @@ struct triekv_batch {
 struct trie_writer {
     struct triekv_batch *batch;
     uint64_t given_seq; /* a replicated batch keeps its main's number (0: take the next) */
+    uint32_t given_epoch; /* and its main's epoch */
     bool owns_batch;
     triekv_done_fn done; /* NULL: a thread waits on cv */
     void *arg;
@@ -385,6 +388,18 @@ struct trie_writer {
     uint8_t wal_hdr[TRIE_WAL_HDR];
     bool effective; /* writes something: takes a seq and goes to the WAL */
     struct trie_writer *next;
+};
+
+/* The epoch history (trie_epoch.c). */
+#define TRIE_EPOCHS_MAX 4096 /* entries kept (one per run of a main); the oldest go first */
+struct trie_epochs {
+    pthread_mutex_t mu;
+    struct {
+        uint32_t epoch;
+        uint64_t first_seq;
+    } v[TRIE_EPOCHS_MAX];
+    size_t n;
+    bool dirty; /* changed since EPOCHS was last written */
 };
 
 struct triekv {
@@ -412,6 +427,8 @@ struct triekv {
     struct trie_node *graveyard; /* tries replaced by a resync: nodes stay until close (readers) */
     _Atomic bool resyncing;      /* between triekv_snapshot_begin and _end */
     uint64_t next_seq;     /* leader (maint_mu) */
+    uint32_t epoch;        /* stamps the batches this process commits (trie_epoch.c) */
+    struct trie_epochs epochs;
     struct trie_wal wal;
     _Atomic int read_only; /* 0, or the error that stopped writes */
     bool recovering;       /* during open's replay */
@@ -472,6 +489,23 @@ int trie_ckpt_run(struct triekv *db); /* one checkpoint on the calling thread (c
 int trie_ckpt_retire(struct triekv *db, struct trie_node *n);
 int trie_commit_start(struct triekv *db);
 void trie_commit_stop(struct triekv *db);
+/* ---- the epoch history (trie_epoch.c) ---- */
+/* A random nonzero epoch other than avoid. */
+uint32_t trie_epoch_new(uint32_t avoid);
+/* Batch seq was committed (or replayed) with epoch: extends the history at a change. */
+void trie_epoch_note(struct triekv *db, uint64_t seq, uint32_t epoch);
+/* Forgets the history; with seq > 0 it starts again at (epoch, seq) (a snapshot's end). */
+void trie_epoch_reset(struct triekv *db, uint64_t seq, uint32_t epoch);
+/* Drops entries that begin after seq (recovery ended before them). */
+void trie_epoch_trim(struct triekv *db, uint64_t seq);
+/* Writes EPOCHS when the history changed since the last time (before a CHECKPOINT record). */
+int trie_epoch_save(struct triekv *db);
+/* Reads EPOCHS at open (absent: an empty history). */
+int trie_epoch_load(struct triekv *db);
+
+/* Replaces the small file name in the store's directory whole: a temporary file, written and
+ * fdatasynced, renamed over name, then a directory fsync (CHECKPOINT, EPOCHS, RESYNC). */
+int trie_file_replace(struct triekv *db, const char *name, const void *buf, size_t len);
 /* Writes the CHECKPOINT file atomically. */
 int trie_ckpt_record(struct triekv *db, uint64_t seq);
 int trie_ckpt_read(struct triekv *db, uint64_t *seq);

@@ -220,7 +220,6 @@ int64_t trie_page_dirty_push(struct trie_page *p, struct triekv_value *rec)
         p->dirty = kv_realloc(p->dirty, (size_t)p->cap_dirty * sizeof *p->dirty);
         delta += (int64_t)(p->cap_dirty - old) * (int64_t)sizeof *p->dirty;
     }
-    KV_ASSERT(p->ndirty == 0 || p->dirty[p->ndirty - 1]->seq <= rec->seq);
     trie_val_ref(rec);
     rec->pending = 1;
     p->dirty[p->ndirty++] = rec;

@@ -198,7 +198,7 @@ void trie_wal_hdr_encode(uint8_t *p, const struct trie_wal_hdr *h)
     kv_put_u32(p + 16, h->payload_len);
     kv_put_u32(p + 20, h->payload_crc);
     kv_put_u32(p + 24, h->op_count);
-    kv_put_u32(p + 28, 0);
+    kv_put_u32(p + 28, h->epoch);
     kv_put_u32(p + 4, kv_crc32c(0, p + 8, TRIE_WAL_HDR - 8));
 }
 
@@ -208,12 +208,11 @@ int trie_wal_hdr_decode(const uint8_t *p, struct trie_wal_hdr *h)
         return KV_E_CORRUPT;
     if (kv_get_u32(p + 4) != kv_crc32c(0, p + 8, TRIE_WAL_HDR - 8))
         return KV_E_CORRUPT;
-    if (kv_get_u32(p + 28) != 0)
-        return KV_E_CORRUPT;
     h->seq = kv_get_u64(p + 8);
     h->payload_len = kv_get_u32(p + 16);
     h->payload_crc = kv_get_u32(p + 20);
     h->op_count = kv_get_u32(p + 24);
+    h->epoch = kv_get_u32(p + 28);
     return KV_OK;
 }
 

@@ -16,8 +16,9 @@
  *   STORE  -- begin: write RESYNC (tmp, fdatasync, rename, dir fsync), then delete the partition
  *             logs, the checkpoint and the commit log --> LOADING
  *   LOADING -- put: items go into pages, pinned dirty, with their versions
- *   LOADING -- end(seq): the store's number becomes seq, a checkpoint writes every partition log
- *             and CHECKPOINT=seq, then RESYNC is deleted (dir fsync) --> STORE
+ *   LOADING -- end(seq, epoch): the store's number becomes seq and its epoch history starts at
+ *             (epoch, seq); a checkpoint writes every partition log, EPOCHS and CHECKPOINT=seq,
+ *             then RESYNC is deleted (dir fsync) --> STORE
  * Open with RESYNC present (a crash while LOADING): everything but the marker is deleted first,
  * then the marker, so the store comes up empty at seq 0 and its main resyncs it again. */
 #include "trie/trie_int.h"
@@ -337,7 +338,7 @@ int triekv_apply_log(struct triekv *db, const uint8_t *records, size_t len, uint
                 triekv_batch_destroy(b);
                 break;
             }
-            w[n] = (struct trie_writer){.batch = b, .given_seq = h.seq};
+            w[n] = (struct trie_writer){.batch = b, .given_seq = h.seq, .given_epoch = h.epoch};
             wp[n] = &w[n];
             n++;
             expect++;
@@ -360,22 +361,8 @@ int triekv_apply_log(struct triekv *db, const uint8_t *records, size_t len, uint
 
 static int write_marker(struct triekv *db)
 {
-    int fd;
-    const char *tmp = TRIE_RESYNC_FILE TRIE_TMP_EXT;
-    int rc = db->io->openat(db->io->ctx, db->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644, &fd);
-    if (rc != 0)
-        return rc;
     static const char text[] = "a replica resync is loading a snapshot; this store is incomplete\n";
-    struct iovec iov = {(void *)text, sizeof text - 1};
-    rc = db->io->pwritev(db->io->ctx, fd, &iov, 1, 0, 1);
-    int rc2 = db->io->close(db->io->ctx, fd);
-    if (rc == 0)
-        rc = rc2;
-    if (rc == 0)
-        rc = db->io->renameat(db->io->ctx, db->dirfd, tmp, TRIE_RESYNC_FILE);
-    if (rc == 0)
-        rc = db->io->fsync_dir(db->io->ctx, db->dirfd);
-    return rc;
+    return trie_file_replace(db, TRIE_RESYNC_FILE, text, sizeof text - 1);
 }
 
 /* Deletes every partition log, the checkpoint and every commit-log segment. */
@@ -399,7 +386,7 @@ static int wipe_files(struct triekv *db)
             size_t n = strlen(de->d_name);
             bool part = n > 4 && strcmp(de->d_name + n - 4, TRIE_PART_EXT) == 0;
             bool wal = k == 1 && n > 4 && strcmp(de->d_name + n - 4, ".log") == 0;
-            bool ckpt = k == 0 && strcmp(de->d_name, TRIE_CKPT_FILE) == 0;
+            bool ckpt = k == 0 && (strcmp(de->d_name, TRIE_CKPT_FILE) == 0 || strcmp(de->d_name, TRIE_EPOCHS_FILE) == 0);
             bool tmp = n > 4 && strcmp(de->d_name + n - 4, TRIE_TMP_EXT) == 0;
             if (part || wal || ckpt || tmp) {
                 int e = db->io->unlinkat(db->io->ctx, fds[k], de->d_name);
@@ -525,6 +512,7 @@ int triekv_snapshot_begin(struct triekv *db)
     atomic_store(&db->st_partitions, 1);
     atomic_store(&db->st_depth_max, 0);
     db->next_seq = 1;
+    trie_epoch_reset(db, 0, 0);
     trie_publish_seq(db, 0);
     atomic_store(&db->wal.synced_seq, 0);
     db->wal.written_seq = 0;
@@ -564,12 +552,13 @@ int triekv_snapshot_put(struct triekv *db, struct kv_slice key, struct kv_slice 
     return rc;
 }
 
-int triekv_snapshot_end(struct triekv *db, uint64_t seq)
+int triekv_snapshot_end(struct triekv *db, uint64_t seq, uint32_t epoch)
 {
     if (!atomic_load(&db->resyncing))
         return KV_E_INVALID;
     exclusive_begin(db);
     db->next_seq = seq + 1;
+    trie_epoch_reset(db, seq, epoch); /* what came before seq is the main's business */
     db->wal.written_seq = seq;
     atomic_store(&db->wal.synced_seq, seq);
     trie_publish_seq(db, seq);

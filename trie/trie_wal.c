@@ -196,6 +196,7 @@ static int replay_segment(struct triekv *db, uint32_t idx, struct replay *r)
             rc = KV_E_CORRUPT;
             break;
         }
+        trie_epoch_note(db, h.seq, h.epoch);
         if (h.seq > r->from_seq) {
             rc = r->apply(db, h.seq, buf + off + TRIE_WAL_HDR, h.payload_len, h.op_count);
             if (rc != KV_OK)

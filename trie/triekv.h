@@ -233,6 +233,14 @@ int triekv_wait_seq(struct triekv *db, uint64_t seq, uint32_t timeout_ms);
 /* The oldest batch the commit log still holds (checkpoint_seq + 1 when it holds none). */
 uint64_t triekv_log_first(struct triekv *db);
 
+/* Epochs tell histories apart where sequence numbers cannot. Every open of a store picks a random
+ * epoch that stamps each batch it commits; a replicated batch keeps its main's. A main that lost
+ * its newest batches (a crash under fsync default, a restore from a backup) reuses their numbers
+ * in a new epoch, so a replica holding the lost batches disagrees with it on the epoch of its
+ * last one. *epoch gets the epoch of batch seq. Errors: KV_E_NOT_FOUND when seq is 0, past the
+ * last batch, or older than the history the store keeps (then nothing can be proven about it). */
+int triekv_epoch_at(struct triekv *db, uint64_t seq, uint32_t *epoch);
+
 /* Replica: applies records (as triekv_log_read produced them) with their own sequence numbers,
  * through the commit log like any write, in order. A record at or below the store's sequence
  * number is skipped (a resent batch changes nothing); a gap is KV_E_INVALID. *applied gets the
@@ -244,10 +252,11 @@ int triekv_apply_log(struct triekv *db, const uint8_t *records, size_t len, uint
  * leaves a marker: a store opened with the marker present comes up empty, so a crash in the
  * middle can never leave a mix of old and new data. put loads items with their versions; end sets
  * the store's sequence number to seq (the snapshot is consistent with the main's log from seq
- * on), checkpoints, and removes the marker. Nothing else may write to the store meanwhile. */
+ * on) and the epoch of batch seq to the main's (triekv_epoch_at on the main), checkpoints, and
+ * removes the marker. Nothing else may write to the store meanwhile. */
 int triekv_snapshot_begin(struct triekv *db);
 int triekv_snapshot_put(struct triekv *db, struct kv_slice key, struct kv_slice value, uint64_t version);
-int triekv_snapshot_end(struct triekv *db, uint64_t seq);
+int triekv_snapshot_end(struct triekv *db, uint64_t seq, uint32_t epoch);
 bool triekv_snapshot_active(struct triekv *db);
 
 struct triekv_stats {

@@ -1,6 +1,7 @@
 /* tests/unit/trie/test_repl.c - the engine's replication API: reading the commit log across
  * segments and checkpoints, applying it on a second store (idempotent, in order, checked), and
- * the full resync (wipe, load, finish; a crash in the middle leaves an empty store). */
+ * the full resync (wipe, load, finish; a crash in the middle leaves an empty store), and the epoch
+ * history that tells a replica whose main lost writes and reused their numbers. */
 #include "tests/unit/harness.h"
 #include "tests/unit/trie/model.h"
 #include "trie/trie_int.h"
@@ -286,7 +287,7 @@ static void test_resync(void)
     } while (res.more);
     (void)c;
     (void)snap_visit;
-    CHECK_OK(triekv_snapshot_end(b, s0));
+    CHECK_OK(triekv_snapshot_end(b, s0, 0));
     CHECK(!triekv_snapshot_active(b));
     /* the tail from s0 + 1 brings b to a's state */
     struct kv_buf log = {0};
@@ -315,11 +316,132 @@ static void test_resync(void)
     harness_rmdir(dir_b);
 }
 
+static uint32_t epoch_of(struct triekv *db, uint64_t seq)
+{
+    uint32_t e = 0;
+    CHECK_OK(triekv_epoch_at(db, seq, &e));
+    return e;
+}
+
+static void puts_n(struct triekv *db, const char *tag, int n)
+{
+    char k[32];
+    for (int i = 0; i < n; i++) {
+        int kn = snprintf(k, sizeof k, "%s-%d", tag, i);
+        CHECK_OK(triekv_put(db, kv_slice_make(k, (size_t)kn), S(tag), NULL));
+    }
+}
+
+/* Applies a's log from `from` on to b. */
+static void ship(struct triekv *a, struct triekv *b, uint64_t from)
+{
+    struct kv_buf log = {0};
+    uint64_t n, applied;
+    CHECK_OK(read_all(a, from, 1 << 20, &log, &n));
+    CHECK_OK(triekv_apply_log(b, log.ptr, log.len, &applied));
+    kv_buf_free(&log);
+}
+
+static void test_epochs(void)
+{
+    const char *dir_a = harness_tmpdir(0), *dir_b = harness_tmpdir(1), *dir_c = harness_tmpdir(2);
+    struct triekv *a = open_dir(dir_a, 8192, true), *b = open_dir(dir_b, 8192, false);
+    uint32_t e;
+    puts_n(a, "one", 10);
+    uint32_t e1 = epoch_of(a, 10);
+    CHECK(e1 != 0 && epoch_of(a, 1) == e1);
+    CHECK_RC(triekv_epoch_at(a, 0, &e), KV_E_NOT_FOUND);
+    CHECK_RC(triekv_epoch_at(a, 11, &e), KV_E_NOT_FOUND);
+    ship(a, b, 1); /* a replica's batches keep the main's epoch */
+    CHECK(epoch_of(b, 10) == e1);
+
+    /* a backup of a at seq 10; a's next run is another epoch */
+    CHECK_OK(triekv_close(a));
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s' && cp -a '%s' '%s'", dir_c, dir_a, dir_c);
+    CHECK(system(cmd) == 0);
+    a = open_dir(dir_a, 8192, true);
+    CHECK(epoch_of(a, 10) == e1); /* from the commit log */
+    puts_n(a, "two", 10);
+    uint32_t e2 = epoch_of(a, 20);
+    CHECK(e2 != e1 && epoch_of(a, 11) == e2 && epoch_of(a, 10) == e1);
+    ship(a, b, 11);
+    CHECK(epoch_of(b, 20) == e2 && epoch_of(b, 5) == e1);
+
+    /* once a checkpoint lets the commit log go, the history comes back from EPOCHS */
+    CHECK_OK(triekv_close(a)); /* checkpoints */
+    snprintf(cmd, sizeof cmd, "rm -f '%s'/wal/*", dir_a);
+    CHECK(system(cmd) == 0);
+    a = open_dir(dir_a, 8192, true);
+    CHECK(epoch_of(a, 5) == e1 && epoch_of(a, 15) == e2);
+
+    /* the backup restored: the same numbers, another history; only the epochs tell */
+    struct triekv *c = open_dir(dir_c, 8192, true);
+    puts_n(c, "three", 10);
+    struct triekv_stats st;
+    triekv_stats(c, &st);
+    CHECK(st.seq == 20);
+    CHECK(epoch_of(c, 10) == epoch_of(b, 10));
+    CHECK(epoch_of(c, 20) != epoch_of(b, 20));
+
+    /* a snapshot starts the replica's history at its seq, with the main's epoch */
+    CHECK_OK(triekv_snapshot_begin(b));
+    CHECK_RC(triekv_epoch_at(b, 10, &e), KV_E_NOT_FOUND);
+    uint32_t e3 = epoch_of(c, 20);
+    CHECK_OK(triekv_snapshot_end(b, 20, e3));
+    CHECK(epoch_of(b, 20) == e3);
+    CHECK_RC(triekv_epoch_at(b, 10, &e), KV_E_NOT_FOUND);
+    ship(c, b, 21); /* nothing new: fine */
+    CHECK_OK(triekv_close(b));
+    b = open_dir(dir_b, 8192, false);
+    CHECK(epoch_of(b, 20) == e3);
+    CHECK_OK(triekv_close(b));
+    CHECK_OK(triekv_close(c));
+
+    /* a damaged history refuses to open rather than vouch for anything */
+    CHECK_OK(triekv_close(a));
+    snprintf(cmd, sizeof cmd, "printf 'XXXX' | dd of='%s/EPOCHS' bs=1 seek=20 conv=notrunc 2>/dev/null", dir_a);
+    CHECK(system(cmd) == 0);
+    struct triekv_options o;
+    triekv_options_init(&o);
+    CHECK_RC(triekv_open(dir_a, &o, &a), KV_E_CORRUPT);
+    harness_rmdir(dir_a);
+    harness_rmdir(dir_b);
+    harness_rmdir(dir_c);
+}
+
+/* A replicated batch that changes nothing on the replica (its delete hits a key the snapshot no
+ * longer had) still takes its number: the next batch is not a gap. */
+static void test_apply_noop_batch(void)
+{
+    const char *dir_a = harness_tmpdir(0), *dir_b = harness_tmpdir(1);
+    struct triekv *a = open_dir(dir_a, 8192, true), *b = open_dir(dir_b, 8192, false);
+    CHECK_OK(triekv_put(a, S("k"), S("v"), NULL)); /* 1 */
+    CHECK_OK(triekv_delete(a, S("k"), NULL));      /* 2 */
+    CHECK_OK(triekv_put(a, S("j"), S("w"), NULL)); /* 3 */
+    /* a snapshot taken at 1 whose scan already saw the delete: no items */
+    CHECK_OK(triekv_snapshot_begin(b));
+    CHECK_OK(triekv_snapshot_end(b, 1, epoch_of(a, 1)));
+    ship(a, b, 2);
+    struct triekv_stats st;
+    triekv_stats(b, &st);
+    CHECK(st.seq == 3 && st.keys == 1);
+    struct triekv_value *v = NULL;
+    CHECK_OK(triekv_get(b, S("j"), &v));
+    triekv_value_release(v);
+    CHECK_OK(triekv_close(b));
+    CHECK_OK(triekv_close(a));
+    harness_rmdir(dir_a);
+    harness_rmdir(dir_b);
+}
+
 int main(void)
 {
     printf("seed %llu\n", (unsigned long long)harness_seed());
     RUN(test_log_reader);
     RUN(test_apply_log);
     RUN(test_resync);
+    RUN(test_epochs);
+    RUN(test_apply_noop_batch);
     return harness_finish();
 }
