@@ -1,5 +1,7 @@
 /* common/kv_codec.c - strict encoders and decoders; see kv_codec.h. */
 #include "common/kv_codec.h"
+#include "common/kv_assert.h"
+#include "common/kv_crc.h"
 #include "common/kv_err.h"
 
 #include <string.h>
@@ -271,4 +273,63 @@ void kv_json_append_string(struct kv_buf *out, const uint8_t *p, size_t len)
     }
     kv_buf_append(out, p + run, len - run);
     kv_buf_append_byte(out, '"');
+}
+
+/* ---- range cursors --------------------------------------------------------------------------------- */
+
+void kv_cursor_encode(const struct kv_cursor *c, struct kv_buf *out)
+{
+    KV_ASSERT(c->start.len <= KV_CURSOR_KEY_MAX && c->end.len <= KV_CURSOR_KEY_MAX);
+    KV_ASSERT(c->after.len <= KV_CURSOR_KEY_MAX);
+    struct kv_buf raw = {0};
+    kv_buf_append_byte(&raw, (uint8_t)((c->has_end ? 1 : 0) | (c->has_prefix ? 2 : 0)));
+    const struct kv_slice *fields[3] = {&c->start, &c->end, &c->after};
+    for (int f = 0; f < 3; f++) {
+        size_t n = f == 1 && !c->has_end ? 0 : fields[f]->len;
+        kv_buf_put_u16(&raw, (uint16_t)n);
+        kv_buf_append(&raw, fields[f]->ptr, n);
+    }
+    kv_buf_put_u32(&raw, kv_crc32c(0, raw.ptr, raw.len));
+    static const char hex[] = "0123456789abcdef";
+    kv_buf_append_byte(out, '1');
+    for (size_t i = 0; i < raw.len; i++) {
+        kv_buf_append_byte(out, (uint8_t)hex[raw.ptr[i] >> 4]);
+        kv_buf_append_byte(out, (uint8_t)hex[raw.ptr[i] & 15]);
+    }
+    kv_buf_free(&raw);
+}
+
+static int hexval(uint8_t c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+int kv_cursor_decode(struct kv_slice text, struct kv_buf *raw, struct kv_cursor *c)
+{
+    if (text.len < 1 + 2 * 11 || text.ptr[0] != '1' || (text.len - 1) % 2 != 0)
+        return KV_E_INVALID;
+    for (size_t i = 1; i < text.len; i += 2) {
+        int hi = hexval(text.ptr[i]), lo = hexval(text.ptr[i + 1]);
+        if (hi < 0 || lo < 0)
+            return KV_E_INVALID;
+        kv_buf_append_byte(raw, (uint8_t)(hi << 4 | lo));
+    }
+    const uint8_t *p = raw->ptr, *end = raw->ptr + raw->len - 4;
+    if (kv_get_u32(end) != kv_crc32c(0, raw->ptr, raw->len - 4) || p[0] > 3)
+        return KV_E_INVALID;
+    c->has_end = p[0] & 1;
+    c->has_prefix = (p[0] & 2) != 0;
+    p++;
+    struct kv_slice *fields[3] = {&c->start, &c->end, &c->after};
+    for (int f = 0; f < 3; f++) {
+        if (end - p < 2)
+            return KV_E_INVALID;
+        size_t n = kv_get_u16(p);
+        p += 2;
+        if ((size_t)(end - p) < n)
+            return KV_E_INVALID;
+        *fields[f] = kv_slice_make(p, n);
+        p += n;
+    }
+    return p == end ? KV_OK : KV_E_INVALID;
 }

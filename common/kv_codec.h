@@ -1,5 +1,5 @@
 /* common/kv_codec.h - the byte encodings triekv speaks at its edges: partition file names, URL
- * percent-encoding, base64, UTF-8 validation and JSON string output.
+ * percent-encoding, base64, UTF-8 validation, JSON string output and range cursors.
  *
  * The name and base64 decoders are strict: input that our encoder would never produce is rejected
  * with KV_E_INVALID rather than guessed at, so those encodings are bijections. Percent-decoding is
@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "common/kv_buf.h"
+#include "common/kv_err.h"
 
 /* Partition file names. The root prefix (empty) is "_root". Other prefixes keep the bytes a-z and
  * 0-9 and write every other byte as '_' plus two lowercase hex digits, so a name is safe for any
@@ -44,5 +45,23 @@ bool kv_utf8_valid(const uint8_t *p, size_t len);
 
 /* Appends a JSON string literal ("..." with escapes) of p, which must be valid UTF-8. */
 void kv_json_append_string(struct kv_buf *out, const uint8_t *p, size_t len);
+
+/* A range cursor is self-contained: the range it pages through and the last key it returned, so
+ * a node and the proxy can continue it alone, and each can continue the other's. Text form: "1"
+ * followed by the lowercase hex of
+ *   flags(1: bit0 has_end, bit1 has_prefix) | len(2) start-or-prefix | len(2) end | len(2) after
+ *   | crc32c(4) of everything before it. */
+struct kv_cursor {
+    bool has_end, has_prefix;
+    struct kv_slice start; /* the prefix when has_prefix */
+    struct kv_slice end;   /* when has_end */
+    struct kv_slice after; /* continue after this key */
+};
+#define KV_CURSOR_KEY_MAX 65535 /* each field has a 16-bit length */
+/* Appends the text form of c (whose fields are at most KV_CURSOR_KEY_MAX bytes) to out. */
+void kv_cursor_encode(const struct kv_cursor *c, struct kv_buf *out);
+/* Parses text into c, whose slices point into raw (the caller frees raw). KV_E_INVALID when the
+ * text is malformed or its checksum is wrong. */
+int kv_cursor_decode(struct kv_slice text, struct kv_buf *raw, struct kv_cursor *c);
 
 #endif

@@ -76,6 +76,8 @@ static const char *type_word(const struct kv_cfg_key *k)
         return "one of the listed words";
     case KV_CFG_STRLIST:
         return "a list of strings";
+    case KV_CFG_JSON:
+        return "JSON";
     }
     return "?";
 }
@@ -148,6 +150,13 @@ static int set_json(const struct kv_cfg_key *k, void *cfg, json_t *v, const char
         }
         strlist_free(FIELD(cfg, k, struct kv_strlist));
         *FIELD(cfg, k, struct kv_strlist) = l;
+        return 0;
+    }
+    case KV_CFG_JSON: {
+        char *text = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+        KV_ASSERT(text != NULL);
+        kv_cfg_set_string(FIELD(cfg, k, char *), text);
+        free(text);
         return 0;
     }
     }
@@ -252,6 +261,15 @@ int kv_cfg_set_text(const struct kv_cfg_key *keys, void *cfg, const char *name, 
             return -1;
         kv_cfg_set_string(FIELD(cfg, k, char *), value);
         return 0;
+    case KV_CFG_JSON: {
+        json_error_t je;
+        json_t *j = json_loads(value, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &je);
+        if (j == NULL)
+            return fail(err, "config: %s must be JSON: %s", source, je.text);
+        int rc = set_json(k, cfg, j, source, err);
+        json_decref(j);
+        return rc;
+    }
     case KV_CFG_STRLIST: {
         if (value[0] == '[') { /* a JSON array */
             json_error_t je;
@@ -300,7 +318,7 @@ int kv_cfg_load_env(const struct kv_cfg_key *keys, void *cfg, const char *prefix
 void kv_cfg_free(const struct kv_cfg_key *keys, void *cfg)
 {
     for (const struct kv_cfg_key *k = keys; k->name; k++) {
-        if (k->type == KV_CFG_STRING || k->type == KV_CFG_ENUM)
+        if (k->type == KV_CFG_STRING || k->type == KV_CFG_ENUM || k->type == KV_CFG_JSON)
             kv_cfg_set_string(FIELD(cfg, k, char *), NULL);
         else if (k->type == KV_CFG_STRLIST)
             strlist_free(FIELD(cfg, k, struct kv_strlist));
@@ -332,7 +350,85 @@ void kv_cfg_print_help(const struct kv_cfg_key *keys, const void *defaults)
         case KV_CFG_STRLIST:
             snprintf(def, sizeof def, "%zu items", FIELD(d, k, const struct kv_strlist)->n);
             break;
+        case KV_CFG_JSON: {
+            const char *s = *FIELD(d, k, char *const);
+            snprintf(def, sizeof def, "%.60s%s", s ? s : "none", s && strlen(s) > 60 ? "..." : "");
+            break;
+        }
         }
         printf("  %-26s %s (default: %s)\n", flag, k->help, def);
     }
+}
+
+int kv_cfg_load_args(const struct kv_cfg_key *keys, void *cfg, const struct kv_cfg_program *p, int argc,
+                     char **argv, bool *check_only, char *err)
+{
+    const char *file = NULL;
+    *check_only = false;
+    for (int i = 1; i < argc; i++) { /* the file goes first, whatever its place on the line */
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            p->usage();
+            return 1;
+        }
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("%s %s\n", p->name, p->version);
+            return 1;
+        }
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
+            file = argv[++i];
+        else if (strncmp(argv[i], "--config=", 9) == 0)
+            file = argv[i] + 9;
+    }
+    if (file && kv_cfg_load_file(keys, cfg, file, err) != 0)
+        return -1;
+    if (kv_cfg_load_env(keys, cfg, p->env_prefix, err) != 0)
+        return -1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--config") == 0) {
+            if (i + 1 >= argc)
+                return fail(err, "usage: --config needs a file (see --help)");
+            i++;
+            continue;
+        }
+        if (strcmp(a, "--check") == 0) {
+            *check_only = true;
+            continue;
+        }
+        if (strncmp(a, "--config=", 9) == 0)
+            continue;
+        if (strncmp(a, "--", 2) != 0)
+            return fail(err, "usage: unexpected argument \"%s\" (see --help)", a);
+        char name[64];
+        const char *value;
+        const char *eq = strchr(a, '=');
+        if (eq) {
+            snprintf(name, sizeof name, "%.*s", (int)(eq - a - 2), a + 2);
+            value = eq + 1;
+        } else {
+            if (i + 1 >= argc)
+                return fail(err, "usage: %s needs a value (see --help)", a);
+            snprintf(name, sizeof name, "%s", a + 2);
+            value = argv[++i];
+        }
+        if (kv_cfg_find(keys, name) == NULL)
+            return fail(err, "usage: unknown option --%s (see --help)", name);
+        char source[80];
+        snprintf(source, sizeof source, "--%s", name);
+        if (kv_cfg_set_text(keys, cfg, name, value, source, err) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+bool kv_cfg_http_url_ok(const char *u)
+{
+    size_t n = strlen(u);
+    if (strncmp(u, "http://", 7) != 0 || n <= 7 || n > 512)
+        return false;
+    for (const char *p = u + 7; *p; p++) {
+        if (*p <= ' ' || *p == '"' || *p == '\\' || *p == '?' || *p == '#')
+            return false;
+    }
+    return u[7] != '/' && u[7] != ':';
 }

@@ -9,7 +9,7 @@
  *
  * Values in text form (environment, flags) are parsed by type: integers in decimal with an
  * optional k/m/g suffix (powers of 1024) where the key allows it, booleans true/false/1/0/yes/no,
- * lists as comma-separated items or a JSON array. */
+ * lists as comma-separated items or a JSON array, JSON values as JSON text. */
 #ifndef KV_CONFIG_H
 #define KV_CONFIG_H
 
@@ -23,6 +23,7 @@ enum kv_cfg_type {
     KV_CFG_STRING,  /* char *, owned by the struct (kv_cfg_free) */
     KV_CFG_ENUM,    /* char *, one of choices */
     KV_CFG_STRLIST, /* struct kv_strlist */
+    KV_CFG_JSON,    /* char *: any JSON value, as compact JSON text, for the program to read */
 };
 
 struct kv_strlist {
@@ -57,5 +58,22 @@ void kv_cfg_free(const struct kv_cfg_key *keys, void *cfg);
 void kv_cfg_print_help(const struct kv_cfg_key *keys, const void *defaults);
 /* Sets a string or enum field (copying value; frees the old one). */
 void kv_cfg_set_string(char **field, const char *value);
+
+/* A program's command line: [--config FILE] [--check] [--KEY VALUE | --KEY=VALUE]... */
+struct kv_cfg_program {
+    const char *name;       /* "triekv-server", for --version */
+    const char *version;
+    const char *env_prefix; /* "TRIEKV_" */
+    void (*usage)(void);    /* prints --help */
+};
+/* Loads cfg (holding its defaults) from the command line: the --config FILE first, wherever it
+ * stands, then env_prefix variables, then the flags in order. --help and --version print and
+ * return 1; --check sets *check_only. Returns 0, 1, or -1 with a one-line message in err that
+ * starts with "usage:" for a mistake on the command line. */
+int kv_cfg_load_args(const struct kv_cfg_key *keys, void *cfg, const struct kv_cfg_program *p, int argc,
+                     char **argv, bool *check_only, char *err);
+/* Whether u is an http:// URL naming a host (http://host[:port][/path]), at most 512 bytes, with
+ * no query, fragment, space or quote. */
+bool kv_cfg_http_url_ok(const char *u);
 
 #endif

@@ -353,6 +353,89 @@ int kv_http_query_encoding(struct kv_http_req *r, struct kv_http_query *q, bool 
     return -1;
 }
 
+int kv_http_param_bool(struct kv_http_req *r, const struct kv_http_param *p, bool *out)
+{
+    *out = false;
+    if (p == NULL)
+        return 0;
+    if (kv_slice_eq(p->value, kv_slice_make("true", 4)) || kv_slice_eq(p->value, kv_slice_make("1", 1)))
+        *out = true;
+    else if (!kv_slice_eq(p->value, kv_slice_make("false", 5)) && !kv_slice_eq(p->value, kv_slice_make("0", 1))) {
+        kv_http_error(r, 400, "bad_request", "%s must be true or false", p->name);
+        return -1;
+    }
+    return 0;
+}
+
+/* limit=N: 1..max (absent: max). -1 after answering. */
+static int param_limit(struct kv_http_req *r, const struct kv_http_param *p, size_t max, size_t *out)
+{
+    *out = max;
+    if (p == NULL)
+        return 0;
+    uint64_t n = 0;
+    bool ok = p->value.len > 0 && p->value.len <= 10;
+    for (size_t i = 0; ok && i < p->value.len; i++) {
+        ok = p->value.ptr[i] >= '0' && p->value.ptr[i] <= '9';
+        n = n * 10 + (uint64_t)(p->value.ptr[i] - '0');
+    }
+    if (!ok || n < 1 || n > max) {
+        kv_http_error(r, 400, "bad_limit", "limit must be a whole number from 1 to %zu", max);
+        return -1;
+    }
+    *out = (size_t)n;
+    return 0;
+}
+
+int kv_http_range_parse(struct kv_http_req *r, struct kv_http_query *q, size_t max_key, size_t max_limit,
+                        struct kv_buf *raw, struct kv_http_range *out)
+{
+    memset(out, 0, sizeof *out);
+    if (param_limit(r, kv_http_query_get(q, "limit"), max_limit, &out->limit) != 0 ||
+        kv_http_param_bool(r, kv_http_query_get(q, "keys_only"), &out->keys_only) != 0)
+        return -1;
+    const struct kv_http_param *start = kv_http_query_get(q, "start_key");
+    const struct kv_http_param *end = kv_http_query_get(q, "end_key");
+    const struct kv_http_param *prefix = kv_http_query_get(q, "prefix");
+    const struct kv_http_param *cur = kv_http_query_get(q, "cursor");
+    if (prefix && (start || end)) {
+        kv_http_error(r, 400, "bad_request", "give prefix, or start_key/end_key, not both");
+        return -1;
+    }
+    if (max_key > KV_CURSOR_KEY_MAX)
+        max_key = KV_CURSOR_KEY_MAX;
+    const struct kv_http_param *keys[3] = {start, end, prefix};
+    for (int i = 0; i < 3; i++) {
+        if (keys[i] && keys[i]->value.len > max_key) {
+            kv_http_error(r, 400, "key_too_long", "%s has %zu bytes; the limit is %zu", keys[i]->name,
+                          keys[i]->value.len, max_key);
+            return -1;
+        }
+    }
+    struct kv_cursor *rg = &out->range;
+    rg->has_prefix = prefix != NULL;
+    rg->start = prefix ? prefix->value : start ? start->value : kv_slice_make(NULL, 0);
+    rg->has_end = end != NULL;
+    rg->end = end ? end->value : kv_slice_make(NULL, 0);
+    if (cur == NULL)
+        return 0;
+    struct kv_cursor c;
+    if (kv_cursor_decode(cur->value, raw, &c) != KV_OK) {
+        kv_http_error(r, 400, "bad_cursor", "the cursor is malformed or damaged; pass back 'next' as it was");
+        return -1;
+    }
+    bool same = (prefix == NULL && start == NULL && end == NULL) ||
+                (c.has_prefix == rg->has_prefix && kv_slice_eq(c.start, rg->start) && c.has_end == rg->has_end &&
+                 (!rg->has_end || kv_slice_eq(c.end, rg->end)));
+    if (!same) {
+        kv_http_error(r, 400, "bad_cursor", "the cursor belongs to another range");
+        return -1;
+    }
+    *rg = c;
+    out->has_after = true;
+    return 0;
+}
+
 /* ---- metrics ------------------------------------------------------------------------------------- */
 
 /* All threads' counters added up, once per scrape. */
@@ -547,8 +630,9 @@ static void *thread_main(void *arg)
     KV_ASSERT(fd >= 0);
     th->listener = h2o_evloop_socket_create(th->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
     th->listener->data = th;
-    h2o_socket_read_start(th->listener, on_accept);
+    /* every loop's thread_start has run before any loop takes a connection */
     pthread_barrier_wait(&s->ready);
+    h2o_socket_read_start(th->listener, on_accept);
 
     while (!atomic_load(&s->stopping))
         h2o_evloop_run(th->loop, INT32_MAX); /* -1 on EINTR: just go round */

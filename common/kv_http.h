@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "common/kv_buf.h"
+#include "common/kv_codec.h"
 #include "common/kv_err.h"
 
 #define KV_HTTP_THREADS_MAX 256
@@ -164,6 +165,25 @@ const struct kv_http_param *kv_http_query_get(struct kv_http_query *q, const cha
 int kv_http_query_check_unused(struct kv_http_req *r, struct kv_http_query *q);
 /* encoding=base64|utf8 or absent: sets *b64. -1 after answering 400. */
 int kv_http_query_encoding(struct kv_http_req *r, struct kv_http_query *q, bool *b64);
+
+/* A true/false parameter (true, false, 1, 0); absent is false. -1 after answering 400. */
+int kv_http_param_bool(struct kv_http_req *r, const struct kv_http_param *p, bool *out);
+
+/* The parameters of a range page (GET /bulk/range): start_key and end_key, or prefix; cursor;
+ * limit; keys_only. The range is in range.{has_prefix, start, has_end, end}; with a cursor,
+ * has_after is set and range.after is where to continue. */
+struct kv_http_range {
+    struct kv_cursor range;
+    bool has_after;
+    size_t limit;
+    bool keys_only;
+};
+/* Parses them from q, checking that keys are at most max_key bytes, limit is 1..max_limit (absent:
+ * max_limit), prefix is not mixed with start_key/end_key, and a cursor is intact and belongs to
+ * the range given with it (if any). The slices point into the request pool or into raw (the caller
+ * frees raw). -1 after answering 400. */
+int kv_http_range_parse(struct kv_http_req *r, struct kv_http_query *q, size_t max_key, size_t max_limit,
+                        struct kv_buf *raw, struct kv_http_range *out);
 
 /* ---- metrics ------------------------------------------------------------------------------------ */
 

@@ -6,10 +6,8 @@
  * strings with ?encoding=base64; without it, output that is not valid UTF-8 is a 400 that says to
  * use base64, never mangled text.
  *
- * A range cursor is self-contained: "1" followed by the hex of
- *   flags(1: bit0 has_end, bit1 has_prefix) | len(2) start-or-prefix | len(2) end | len(2) after
- *   | crc32c(4) of everything before it
- * so ?cursor= alone continues a range; start/end/prefix given with it must be the cursor's own. */
+ * A range cursor is self-contained (kv_cursor in common/kv_codec.h), so ?cursor= alone continues a
+ * range; start/end/prefix given with it must be the cursor's own. */
 #include "node/node_int.h"
 #include "common/kv_codec.h"
 #include "common/kv_crc.h"
@@ -332,69 +330,6 @@ void node_handle_bulk_get(struct node_req *r)
 
 /* ---- GET /bulk/range ------------------------------------------------------------------------------ */
 
-struct cursor {
-    bool has_end, has_prefix;
-    struct kv_slice start, end, after; /* point into the decoded buffer */
-};
-
-static void cursor_encode(struct kv_buf *out, const struct triekv_range *rg, struct kv_slice after)
-{
-    struct kv_buf raw = {0};
-    kv_buf_append_byte(&raw, (uint8_t)((rg->has_end ? 1 : 0) | (rg->has_prefix ? 2 : 0)));
-    struct kv_slice first = rg->has_prefix ? rg->prefix : rg->start;
-    kv_buf_put_u16(&raw, (uint16_t)first.len);
-    kv_buf_append(&raw, first.ptr, first.len);
-    kv_buf_put_u16(&raw, (uint16_t)(rg->has_end ? rg->end.len : 0));
-    if (rg->has_end)
-        kv_buf_append(&raw, rg->end.ptr, rg->end.len);
-    kv_buf_put_u16(&raw, (uint16_t)after.len);
-    kv_buf_append(&raw, after.ptr, after.len);
-    kv_buf_put_u32(&raw, kv_crc32c(0, raw.ptr, raw.len));
-    static const char hex[] = "0123456789abcdef";
-    kv_buf_append_byte(out, '1');
-    for (size_t i = 0; i < raw.len; i++) {
-        kv_buf_append_byte(out, (uint8_t)hex[raw.ptr[i] >> 4]);
-        kv_buf_append_byte(out, (uint8_t)hex[raw.ptr[i] & 15]);
-    }
-    kv_buf_free(&raw);
-}
-
-static int hexval(uint8_t c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
-/* Decodes a cursor into raw (which c points into). -1 when malformed or damaged. */
-static int cursor_decode(struct kv_slice s, struct kv_buf *raw, struct cursor *c)
-{
-    if (s.len < 1 + 2 * 11 || s.ptr[0] != '1' || (s.len - 1) % 2 != 0)
-        return -1;
-    for (size_t i = 1; i < s.len; i += 2) {
-        int hi = hexval(s.ptr[i]), lo = hexval(s.ptr[i + 1]);
-        if (hi < 0 || lo < 0)
-            return -1;
-        kv_buf_append_byte(raw, (uint8_t)(hi << 4 | lo));
-    }
-    const uint8_t *p = raw->ptr, *end = raw->ptr + raw->len - 4;
-    if (kv_get_u32(end) != kv_crc32c(0, raw->ptr, raw->len - 4) || p[0] > 3)
-        return -1;
-    c->has_end = p[0] & 1;
-    c->has_prefix = (p[0] & 2) != 0;
-    p++;
-    struct kv_slice *fields[3] = {&c->start, &c->end, &c->after};
-    for (int f = 0; f < 3; f++) {
-        if (end - p < 2)
-            return -1;
-        size_t n = kv_get_u16(p);
-        p += 2;
-        if ((size_t)(end - p) < n)
-            return -1;
-        *fields[f] = kv_slice_make(p, n);
-        p += n;
-    }
-    return p == end ? 0 : -1;
-}
-
 struct range_out {
     struct kv_buf json;
     bool b64, keys_only;
@@ -425,124 +360,40 @@ static int range_visit(void *arg, struct kv_slice key, struct kv_slice value, ui
     return 0;
 }
 
-/* limit=N: 1..max. -1 after replying. */
-static int parse_limit(struct node_req *r, const struct kv_http_param *p, size_t max, size_t *out)
-{
-    *out = max;
-    if (p == NULL)
-        return 0;
-    uint64_t n = 0;
-    bool ok = p->value.len > 0 && p->value.len <= 10;
-    for (size_t i = 0; ok && i < p->value.len; i++) {
-        ok = p->value.ptr[i] >= '0' && p->value.ptr[i] <= '9';
-        n = n * 10 + (uint64_t)(p->value.ptr[i] - '0');
-    }
-    if (!ok || n < 1 || n > max) {
-        kv_http_error(&r->h, 400, "bad_limit", "limit must be a whole number from 1 to %zu", max);
-        return -1;
-    }
-    *out = (size_t)n;
-    return 0;
-}
-
-static int parse_bool(struct node_req *r, const struct kv_http_param *p, const char *name, bool *out)
-{
-    *out = false;
-    if (p == NULL)
-        return 0;
-    if (kv_slice_eq(p->value, kv_slice_make("true", 4)) || kv_slice_eq(p->value, kv_slice_make("1", 1)))
-        *out = true;
-    else if (!kv_slice_eq(p->value, kv_slice_make("false", 5)) && !kv_slice_eq(p->value, kv_slice_make("0", 1))) {
-        kv_http_error(&r->h, 400, "bad_request", "%s must be true or false", name);
-        return -1;
-    }
-    return 0;
-}
-
-/* The range asked for, from the query or the cursor; -1 after replying. raw holds cursor bytes. */
-static int range_of(struct node_req *r, struct kv_http_query *q, struct kv_buf *raw, struct triekv_range *rg)
-{
-    const struct kv_http_param *start = kv_http_query_get(q, "start_key");
-    const struct kv_http_param *end = kv_http_query_get(q, "end_key");
-    const struct kv_http_param *prefix = kv_http_query_get(q, "prefix");
-    const struct kv_http_param *cur = kv_http_query_get(q, "cursor");
-    if (prefix && (start || end)) {
-        kv_http_error(&r->h, 400, "bad_request", "give prefix, or start_key/end_key, not both");
-        return -1;
-    }
-    size_t max_key = (size_t)r->node->cfg.max_key_size;
-    const struct kv_http_param *keys[3] = {start, end, prefix};
-    for (int i = 0; i < 3; i++) {
-        if (keys[i] && keys[i]->value.len > max_key) {
-            kv_http_error(&r->h, 400, "key_too_long", "%s has %zu bytes; the limit is %zu", keys[i]->name,
-                             keys[i]->value.len, max_key);
-            return -1;
-        }
-    }
-    memset(rg, 0, sizeof *rg);
-    if (prefix) {
-        rg->prefix = prefix->value;
-        rg->has_prefix = true;
-    } else {
-        if (start)
-            rg->start = start->value;
-        if (end) {
-            rg->end = end->value;
-            rg->has_end = true;
-        }
-    }
-    if (cur == NULL)
-        return 0;
-    struct cursor c;
-    if (cursor_decode(cur->value, raw, &c) != 0) {
-        kv_http_error(&r->h, 400, "bad_cursor", "the cursor is malformed or damaged; pass back 'next' as it was");
-        return -1;
-    }
-    bool same = (prefix == NULL && start == NULL && end == NULL) ||
-                (c.has_prefix == (prefix != NULL) &&
-                 kv_slice_eq(c.start, prefix ? prefix->value : start ? start->value : kv_slice_make(NULL, 0)) &&
-                 c.has_end == (end != NULL) && (!end || kv_slice_eq(c.end, end->value)));
-    if (!same) {
-        kv_http_error(&r->h, 400, "bad_cursor", "the cursor belongs to another range");
-        return -1;
-    }
-    memset(rg, 0, sizeof *rg);
-    rg->has_prefix = c.has_prefix;
-    rg->has_end = c.has_end;
-    if (c.has_prefix)
-        rg->prefix = c.start;
-    else
-        rg->start = c.start;
-    rg->end = c.end;
-    rg->after = c.after;
-    rg->has_after = true;
-    return 0;
-}
-
 void node_handle_range(struct node_req *r)
 {
     struct kv_http_query q;
-    bool b64, keys_only;
-    size_t limit;
-    struct triekv_range rg;
+    bool b64;
+    struct kv_http_range hr;
     struct kv_buf raw = {0};
     if (kv_http_query_parse(&r->h, &q) != 0 || kv_http_query_encoding(&r->h, &q, &b64) != 0 ||
-        parse_limit(r, kv_http_query_get(&q, "limit"), (size_t)r->node->cfg.max_range_response, &limit) != 0 ||
-        parse_bool(r, kv_http_query_get(&q, "keys_only"), "keys_only", &keys_only) != 0 ||
-        range_of(r, &q, &raw, &rg) != 0 || kv_http_query_check_unused(&r->h, &q) != 0) {
+        kv_http_range_parse(&r->h, &q, (size_t)r->node->cfg.max_key_size, (size_t)r->node->cfg.max_range_response,
+                            &raw, &hr) != 0 ||
+        kv_http_query_check_unused(&r->h, &q) != 0) {
         kv_buf_free(&raw);
         return;
     }
-    rg.limit = limit;
-    rg.bytes_limit = (size_t)r->node->cfg.max_range_bytes;
-    rg.keys_only = keys_only;
-    struct range_out o = {.b64 = b64, .keys_only = keys_only};
+    struct triekv_range rg = {
+        .has_prefix = hr.range.has_prefix,
+        .has_end = hr.range.has_end,
+        .end = hr.range.end,
+        .after = hr.range.after,
+        .has_after = hr.has_after,
+        .limit = hr.limit,
+        .bytes_limit = (size_t)r->node->cfg.max_range_bytes,
+        .keys_only = hr.keys_only,
+    };
+    if (rg.has_prefix)
+        rg.prefix = hr.range.start;
+    else
+        rg.start = hr.range.start;
+    struct range_out o = {.b64 = b64, .keys_only = hr.keys_only};
     kv_buf_append_str(&o.json, "{\"items\":[");
     struct triekv_scan_result res;
     int rc = triekv_scan(r->node->db, &rg, range_visit, &o, &res);
     if (rc == KV_E_INVALID && o.bad_utf8) {
         kv_http_error(&r->h, 400, "not_utf8", "a key or value in this range is not valid UTF-8; ask with "
-                                             "?encoding=base64");
+                                              "?encoding=base64");
     } else if (rc == KV_E_INVALID) {
         kv_http_error(&r->h, 400, "bad_range", "start_key must not be greater than end_key");
     } else if (rc != KV_OK) {
@@ -550,8 +401,10 @@ void node_handle_range(struct node_req *r)
     } else {
         kv_buf_append_str(&o.json, "],\"next\":");
         if (res.more && o.count > 0) {
+            struct kv_cursor next = hr.range;
+            next.after = kv_slice_make(o.last.ptr, o.last.len);
             kv_buf_append_byte(&o.json, '"');
-            cursor_encode(&o.json, &rg, kv_slice_make(o.last.ptr, o.last.len));
+            kv_cursor_encode(&next, &o.json);
             kv_buf_append_byte(&o.json, '"');
         } else {
             kv_buf_append_str(&o.json, "null");

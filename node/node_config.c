@@ -144,18 +144,6 @@ static void usage(void)
     node_config_free(&d);
 }
 
-static bool url_ok(const char *u)
-{
-    size_t n = strlen(u);
-    if (strncmp(u, "http://", 7) != 0 || n <= 7 || n > 512)
-        return false;
-    for (const char *p = u + 7; *p; p++) {
-        if (*p <= ' ' || *p == '"' || *p == '\\' || *p == '?' || *p == '#')
-            return false;
-    }
-    return u[7] != '/' && u[7] != ':';
-}
-
 static int bad(char *err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int bad(char *err, const char *fmt, ...)
 {
@@ -179,13 +167,13 @@ static int check(const struct node_config *c, char *err)
     if (c->port == c->replication_port && c->is_replica)
         return bad(err, "config: 'port' and 'replication_port' must differ");
     for (size_t i = 0; i < c->replicas.n; i++) {
-        if (!url_ok(c->replicas.v[i]))
+        if (!kv_cfg_http_url_ok(c->replicas.v[i]))
             return bad(err, "config: 'replicas' item %zu must be an http:// URL (http://host:port), got \"%s\"", i,
                        c->replicas.v[i]);
     }
     if (c->is_replica && c->replicas.n > 0)
         return bad(err, "config: a replica ('is_replica': true) cannot have 'replicas'");
-    if (c->main_url && c->main_url[0] && !url_ok(c->main_url))
+    if (c->main_url && c->main_url[0] && !kv_cfg_http_url_ok(c->main_url))
         return bad(err, "config: 'main_url' must be an http:// URL, got \"%s\"", c->main_url);
     if (c->cluster_id[0] == 0 || strlen(c->cluster_id) > 128)
         return bad(err, "config: 'cluster_id' must be 1 to 128 characters");
@@ -198,7 +186,7 @@ static int check(const struct node_config *c, char *err)
         return bad(err, "config: 'min_replica_acks' is %lld but 'replicas' lists %zu: sync writes could never "
                         "be acknowledged",
                    (long long)c->min_replica_acks, c->replicas.n);
-    if (c->advertise_url[0] && !url_ok(c->advertise_url))
+    if (c->advertise_url[0] && !kv_cfg_http_url_ok(c->advertise_url))
         return bad(err, "config: 'advertise_url' must be an http:// URL, got \"%s\"", c->advertise_url);
     if (strlen(c->replication_token) > 256)
         return bad(err, "config: 'replication_token' must be at most 256 characters");
@@ -207,66 +195,10 @@ static int check(const struct node_config *c, char *err)
 
 int node_config_load(struct node_config *c, int argc, char **argv, char *err)
 {
+    static const struct kv_cfg_program prog = {"triekv-server", TRIEKV_VERSION, "TRIEKV_", usage};
     node_config_defaults(c);
-    const char *file = NULL;
-    for (int i = 1; i < argc; i++) { /* the file goes first, whatever its place on the line */
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            usage();
-            return 1;
-        }
-        if (strcmp(argv[i], "--version") == 0) {
-            printf("triekv-server %s\n", TRIEKV_VERSION);
-            return 1;
-        }
-        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc)
-            file = argv[++i];
-        else if (strncmp(argv[i], "--config=", 9) == 0)
-            file = argv[i] + 9;
-    }
-    if (file && kv_cfg_load_file(node_config_keys, c, file, err) != 0)
-        return -1;
-    if (kv_cfg_load_env(node_config_keys, c, "TRIEKV_", err) != 0)
-        return -1;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "--config") == 0) {
-            i++;
-            continue;
-        }
-        if (strcmp(a, "--check") == 0) {
-            c->check_only = true;
-            continue;
-        }
-        if (strncmp(a, "--config=", 9) == 0)
-            continue;
-        if (strncmp(a, "--", 2) != 0) {
-            snprintf(err, KV_CFG_ERR_MAX, "usage: unexpected argument \"%s\" (see --help)", a);
-            return -1;
-        }
-        char name[64];
-        const char *value;
-        const char *eq = strchr(a, '=');
-        if (eq) {
-            snprintf(name, sizeof name, "%.*s", (int)(eq - a - 2), a + 2);
-            value = eq + 1;
-        } else {
-            if (i + 1 >= argc) {
-                snprintf(err, KV_CFG_ERR_MAX, "usage: %s needs a value (see --help)", a);
-                return -1;
-            }
-            snprintf(name, sizeof name, "%s", a + 2);
-            value = argv[++i];
-        }
-        if (kv_cfg_find(node_config_keys, name) == NULL) {
-            snprintf(err, KV_CFG_ERR_MAX, "usage: unknown option --%s (see --help)", name);
-            return -1;
-        }
-        char source[80];
-        snprintf(source, sizeof source, "--%s", name);
-        if (kv_cfg_set_text(node_config_keys, c, name, value, source, err) != 0)
-            return -1;
-    }
-    return check(c, err);
+    int rc = kv_cfg_load_args(node_config_keys, c, &prog, argc, argv, &c->check_only, err);
+    return rc != 0 ? rc : check(c, err);
 }
 
 void node_config_engine(const struct node_config *c, struct triekv_options *o)
