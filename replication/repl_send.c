@@ -16,7 +16,8 @@
  *     STREAMING   read committed records from the log (up to batch_bytes; one record however
  *                 large), POST them, take the replica's applied seq from the answer. With nothing
  *                 new, wait for the next commit (up to 200 ms) and send an empty heartbeat now and
- *                 then so the replica knows the main's seq. A 409 (gap) goes back to CONNECTING.
+ *                 then so the replica knows the main's seq. A 409 (gap) goes back to CONNECTING
+ *                 at once; a second gap with no batch accepted since goes through BACKOFF.
  *     BACKOFF     any failure: wait backoff (doubling from backoff_min_ms to backoff_max_ms),
  *                 then CONNECTING. Nothing is skipped: streaming always resumes from what the
  *                 replica says it has.
@@ -425,6 +426,8 @@ static void *sender_main(void *arg)
     struct sender *x = arg;
     struct repl_sender *o = x->owner;
     uint32_t backoff = o->cfg.backoff_min_ms;
+    uint32_t gaps = 0;           /* gaps in a row, with no batch accepted in between */
+    bool said_connected = false; /* "connected" is logged once per stretch of contact */
     while (!atomic_load(&o->stop)) {
         set_state(x, "connecting");
         struct replica_state rs = {0};
@@ -433,9 +436,10 @@ static void *sender_main(void *arg)
         if (rc == 0) {
             struct triekv_stats st;
             triekv_stats(o->db, &st);
-            if (!x->connected || x->refused_logged)
+            if (!said_connected)
                 kv_log_info(REPL_COMPONENT, "%s: connected; the replica has seq %" PRIu64 ", the main %" PRIu64,
                             x->url, applied, st.seq);
+            said_connected = true;
             x->refused_logged = false;
             if (rs.resyncing || needs_snapshot(x, &rs, st.seq))
                 rc = snapshot(x, &applied);
@@ -451,12 +455,16 @@ static void *sender_main(void *arg)
         }
         if (atomic_load(&o->stop))
             break;
-        if (rc == -3) { /* a gap: start over at once from what the replica has */
-            backoff = o->cfg.backoff_min_ms;
+        if (rc == -3 && atomic_load(&x->acked) > applied)
+            gaps = 0; /* batches went through before this gap: progress */
+        if (rc == -3 && gaps++ == 0) /* a gap: start over at once from what the replica has */
+            continue;
+        if (rc == 0) {
+            gaps = 0;
             continue;
         }
-        if (rc == 0)
-            continue;
+        /* a failure, or gaps again and again (a replica that cannot take what it asks for):
+         * back off, doubling up to backoff_max_ms */
         pthread_mutex_lock(&x->mu);
         x->retries++;
         x->state = rc == -2 ? "refused" : "backoff";
@@ -466,6 +474,8 @@ static void *sender_main(void *arg)
             kv_log_error(REPL_COMPONENT, "%s refused the stream: %s", x->url, x->last_error);
             x->refused_logged = true;
         }
+        if (rc != -3)
+            said_connected = false;
         sleep_ms(o, rc == -2 ? o->cfg.backoff_max_ms : backoff);
         backoff = backoff * 2 > o->cfg.backoff_max_ms ? o->cfg.backoff_max_ms : backoff * 2;
     }
