@@ -3,6 +3,7 @@
 #   make            build everything: bin/ (programs) and lib/ (libtriekv.a, the embeddable engine)
 #   make run        install missing packages, build, start a main node with config.json and ./data
 #   make cluster    the same, a main (3030) and a replica (3031) from deploy/main.json and replica.json
+#   make sharded    two such shards behind triekv-proxy on 3000 (deploy/proxy.json)
 #   make test       install missing packages, build, run every test suite
 #   make asan       the same tests against an ASan+UBSan build (build-asan/)
 #   make bench      the benchmarks; results go to docs/BENCHMARKS.md
@@ -66,7 +67,7 @@ PROGRAMS   := $(BIN)/triekv-server $(if $(CLI_SRC),$(BIN)/triekv-cli) $(if $(PRO
 
 BENCH_BIN  := $(BUILD)/bench/engine_bench $(BUILD)/bench/h2o_ceiling
 
-.PHONY: all run cluster test asan bench deps deps-test deps-bench clean format check-format
+.PHONY: all run cluster sharded test asan bench deps deps-test deps-bench clean format check-format
 .DEFAULT_GOAL := all
 .SECONDARY:
 
@@ -119,6 +120,11 @@ run: deps
 cluster: deps
 	$(MAKE) all
 	sh deploy/cluster.sh
+
+# Two shards (main + replica each: 3030/3031 and 3032/3033) behind triekv-proxy on 3000.
+sharded: deps
+	$(MAKE) all
+	sh deploy/cluster.sh sharded
 
 deps:
 	@sh deploy/deps.sh build

@@ -11,7 +11,9 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -258,6 +260,69 @@ static void json_errors_register(h2o_pathconf_t *path)
 {
     h2o_filter_t *f = h2o_create_filter(path, sizeof *f);
     f->on_setup_ostream = json_error_setup;
+}
+
+/* ---- the REST API's routes -------------------------------------------------------------------------- */
+
+const char *const kv_api_ep_names[KV_EP_COUNT] = {
+    "kv_get", "kv_head", "kv_put", "kv_delete", "bulk", "bulk_range", "bulk_get", "bulk_delete",
+    "stats",  "metrics", "health", "other",
+};
+
+enum kv_api_ep kv_api_kv_ep(h2o_iovec_t m)
+{
+    if (h2o_memis(m.base, m.len, H2O_STRLIT("GET")))
+        return KV_EP_KV_GET;
+    if (h2o_memis(m.base, m.len, H2O_STRLIT("HEAD")))
+        return KV_EP_KV_HEAD;
+    if (h2o_memis(m.base, m.len, H2O_STRLIT("PUT")) || h2o_memis(m.base, m.len, H2O_STRLIT("POST")))
+        return KV_EP_KV_PUT;
+    if (h2o_memis(m.base, m.len, H2O_STRLIT("DELETE")))
+        return KV_EP_KV_DELETE;
+    return KV_EP_OTHER;
+}
+
+void kv_api_route(struct kv_http_req *r, const struct kv_api_handlers *h)
+{
+    const struct {
+        const char *path;
+        enum kv_api_ep ep;
+        const char *allow;
+        kv_api_fn fn;
+    } fixed[] = {
+        {"/bulk", KV_EP_BULK, "POST", h->bulk},
+        {"/bulk/delete", KV_EP_BULK_DELETE, "POST", h->bulk_delete},
+        {"/bulk/get", KV_EP_BULK_GET, "POST", h->bulk_get},
+        {"/bulk/range", KV_EP_BULK_RANGE, "GET, HEAD", h->range},
+        {"/stats", KV_EP_STATS, "GET, HEAD", h->stats},
+        {"/metrics", KV_EP_METRICS, "GET, HEAD", h->metrics},
+        {"/health", KV_EP_HEALTH, "GET, HEAD", h->health},
+    };
+    h2o_iovec_t path = kv_http_path(r->req);
+    if (path.len > 4 && memcmp(path.base, "/kv/", 4) == 0) {
+        enum kv_api_ep ep = kv_api_kv_ep(r->req->method);
+        r->ep = ep == KV_EP_OTHER ? KV_EP_KV_GET : ep;
+        if (ep == KV_EP_OTHER)
+            kv_http_method_not_allowed(r, "GET, HEAD, PUT, POST, DELETE");
+        else
+            h->kv(r, path);
+        return;
+    }
+    if (h2o_memis(path.base, path.len, H2O_STRLIT("/kv/")) || h2o_memis(path.base, path.len, H2O_STRLIT("/kv"))) {
+        r->ep = KV_EP_KV_GET;
+        kv_http_error(r, 400, "key_empty", "the key is empty: use /kv/{key} with a percent-encoded key");
+        return;
+    }
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
+        if (h2o_memis(path.base, path.len, fixed[i].path, strlen(fixed[i].path))) {
+            r->ep = fixed[i].ep;
+            if (kv_http_method_check(r, fixed[i].allow))
+                fixed[i].fn(r);
+            return;
+        }
+    }
+    r->ep = KV_EP_OTHER;
+    kv_http_error(r, 404, "not_found", "no such endpoint: %.*s", (int)(path.len > 200 ? 200 : path.len), path.base);
 }
 
 /* ---- query strings ------------------------------------------------------------------------------- */
@@ -765,6 +830,27 @@ void kv_http_dispose(struct kv_http_server *s)
         s->threads = NULL;
         h2o_config_dispose(&s->globalconf);
     }
+}
+
+/* ---- signals ------------------------------------------------------------------------------------------- */
+
+static sigset_t stop_signals;
+
+void kv_http_signals_init(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, NULL);
+}
+
+const char *kv_http_wait_stop(void)
+{
+    int sig = 0;
+    while (sigwait(&stop_signals, &sig) != 0) {
+    }
+    return sig == SIGINT ? "SIGINT" : "SIGTERM";
 }
 
 /* ---- --probe --------------------------------------------------------------------------------------- */

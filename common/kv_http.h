@@ -116,6 +116,12 @@ static inline bool kv_http_stopping(struct kv_http_server *s)
     return atomic_load(&s->stopping);
 }
 
+/* Ignores SIGPIPE (h2o writes with writev) and blocks SIGINT and SIGTERM in the calling thread and
+ * every thread it starts afterwards, so that kv_http_wait_stop, on the main thread, takes them. */
+void kv_http_signals_init(void);
+/* Waits for SIGINT or SIGTERM; returns its name. */
+const char *kv_http_wait_stop(void);
+
 /* --probe URL: 0 when URL answers 200 within timeout_ms, else 1 with a line on stderr naming
  * prog (container health checks, without a curl binary in the image). */
 int kv_http_probe(const char *prog, const char *url, long timeout_ms);
@@ -144,6 +150,41 @@ const char *kv_http_reason(int status);
 bool kv_http_is_head(const h2o_req_t *req);
 /* The request's path without the query string, and without "http://host" in absolute form. */
 h2o_iovec_t kv_http_path(const h2o_req_t *req);
+
+/* ---- the REST API's routes ---------------------------------------------------------------------
+ * triekv-server and triekv-proxy serve the same endpoints (docs/API.md), counted under the same
+ * names; each program gives its handlers and kv_api_route picks one by path and method. */
+
+enum kv_api_ep {
+    KV_EP_KV_GET,
+    KV_EP_KV_HEAD,
+    KV_EP_KV_PUT,
+    KV_EP_KV_DELETE,
+    KV_EP_BULK,
+    KV_EP_BULK_RANGE,
+    KV_EP_BULK_GET,
+    KV_EP_BULK_DELETE,
+    KV_EP_STATS,
+    KV_EP_METRICS,
+    KV_EP_HEALTH,
+    KV_EP_OTHER,
+    KV_EP_COUNT
+};
+_Static_assert(KV_EP_COUNT <= KV_HTTP_EP_MAX, "kv_http counts at most KV_HTTP_EP_MAX endpoints");
+extern const char *const kv_api_ep_names[KV_EP_COUNT];
+
+/* Handlers get the request struct the program embeds struct kv_http_req in (cast it back). */
+typedef void (*kv_api_fn)(struct kv_http_req *r);
+struct kv_api_handlers {
+    /* /kv/{key}, any method: path is the request's path, "/kv/" and at least one byte */
+    void (*kv)(struct kv_http_req *r, h2o_iovec_t path);
+    kv_api_fn bulk, bulk_delete, bulk_get, range, stats, metrics, health;
+};
+/* Counts r under its endpoint and calls its handler; answers 400 for /kv/ without a key, 405 with
+ * an Allow header for a method an endpoint does not take, 404 for any other path. */
+void kv_api_route(struct kv_http_req *r, const struct kv_api_handlers *h);
+/* The endpoint of a /kv/ request by its method (KV_EP_OTHER for a method /kv/ does not take). */
+enum kv_api_ep kv_api_kv_ep(h2o_iovec_t method);
 
 /* ---- query strings ------------------------------------------------------------------------------ */
 

@@ -112,8 +112,9 @@ static void bulk_done(struct node_req *r, int rc, const struct triekv_write_resu
     node_reply_seq(r, res->seq, extra);
 }
 
-void node_handle_bulk(struct node_req *r)
+void node_handle_bulk(struct kv_http_req *h)
 {
+    struct node_req *r = (struct node_req *)h;
     struct kv_http_query q;
     bool b64;
     if (kv_http_query_parse(&r->h, &q) != 0 || kv_http_query_encoding(&r->h, &q, &b64) != 0 || kv_http_query_check_unused(&r->h, &q) != 0)
@@ -193,8 +194,9 @@ static void bulk_delete_done(struct node_req *r, int rc, const struct triekv_wri
     node_reply_seq(r, res->seq, extra);
 }
 
-void node_handle_bulk_delete(struct node_req *r)
+void node_handle_bulk_delete(struct kv_http_req *h)
 {
+    struct node_req *r = (struct node_req *)h;
     struct kv_http_query q;
     bool b64;
     if (kv_http_query_parse(&r->h, &q) != 0 || kv_http_query_encoding(&r->h, &q, &b64) != 0 || kv_http_query_check_unused(&r->h, &q) != 0)
@@ -253,8 +255,9 @@ static int out_bytes(struct kv_buf *out, struct kv_slice s, bool b64)
 
 /* ---- POST /bulk/get ------------------------------------------------------------------------------ */
 
-void node_handle_bulk_get(struct node_req *r)
+void node_handle_bulk_get(struct kv_http_req *h)
 {
+    struct node_req *r = (struct node_req *)h;
     struct kv_http_query q;
     bool b64;
     if (kv_http_query_parse(&r->h, &q) != 0 || kv_http_query_encoding(&r->h, &q, &b64) != 0 || kv_http_query_check_unused(&r->h, &q) != 0)
@@ -360,8 +363,9 @@ static int range_visit(void *arg, struct kv_slice key, struct kv_slice value, ui
     return 0;
 }
 
-void node_handle_range(struct node_req *r)
+void node_handle_range(struct kv_http_req *h)
 {
+    struct node_req *r = (struct node_req *)h;
     struct kv_http_query q;
     bool b64;
     struct kv_http_range hr;

@@ -21,7 +21,6 @@
 #include "common/kv_log.h"
 #include "common/kv_time.h"
 
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,56 +105,20 @@ void node_write(struct node_req *r, struct triekv_batch *b, node_write_reply_fn 
 
 /* ---- routing ------------------------------------------------------------------------------------- */
 
-static bool path_is(h2o_iovec_t path, const char *p)
-{
-    return h2o_memis(path.base, path.len, p, strlen(p));
-}
-
-/* A fixed endpoint: the allowed methods and the handler. */
-static void route_fixed(struct node_req *r, enum node_ep ep, const char *allow, void (*fn)(struct node_req *))
-{
-    r->h.ep = ep;
-    if (kv_http_method_check(&r->h, allow))
-        fn(r);
-}
+static const struct kv_api_handlers node_api = {
+    .kv = node_handle_kv,
+    .bulk = node_handle_bulk,
+    .bulk_delete = node_handle_bulk_delete,
+    .bulk_get = node_handle_bulk_get,
+    .range = node_handle_range,
+    .stats = node_handle_stats,
+    .metrics = node_handle_metrics,
+    .health = node_handle_health,
+};
 
 static void dispatch(struct node_req *r)
 {
-    h2o_req_t *req = r->h.req;
-    h2o_iovec_t path = kv_http_path(req);
-
-    if (path.len > 4 && memcmp(path.base, "/kv/", 4) == 0) {
-        struct kv_buf key = {0};
-        if (kv_percent_decode(path.base + 4, path.len - 4, false, &key) != KV_OK) {
-            r->h.ep = EP_KV_GET;
-            kv_http_error(&r->h, 400, "bad_request", "the key in the path has a malformed %%-escape");
-        } else {
-            uint8_t *k = h2o_mem_alloc_pool(&req->pool, key.len ? key.len : 1);
-            memcpy(k, key.ptr, key.len);
-            node_handle_kv(r, kv_slice_make(k, key.len));
-        }
-        kv_buf_free(&key);
-    } else if (path_is(path, "/kv/") || path_is(path, "/kv")) {
-        r->h.ep = EP_KV_GET;
-        kv_http_error(&r->h, 400, "key_empty", "the key is empty: use /kv/{key} with a percent-encoded key");
-    } else if (path_is(path, "/bulk")) {
-        route_fixed(r, EP_BULK, "POST", node_handle_bulk);
-    } else if (path_is(path, "/bulk/range")) {
-        route_fixed(r, EP_BULK_RANGE, "GET, HEAD", node_handle_range);
-    } else if (path_is(path, "/bulk/get")) {
-        route_fixed(r, EP_BULK_GET, "POST", node_handle_bulk_get);
-    } else if (path_is(path, "/bulk/delete")) {
-        route_fixed(r, EP_BULK_DELETE, "POST", node_handle_bulk_delete);
-    } else if (path_is(path, "/stats")) {
-        route_fixed(r, EP_STATS, "GET, HEAD", node_handle_stats);
-    } else if (path_is(path, "/metrics")) {
-        route_fixed(r, EP_METRICS, "GET, HEAD", node_handle_metrics);
-    } else if (path_is(path, "/health")) {
-        route_fixed(r, EP_HEALTH, "GET, HEAD", node_handle_health);
-    } else {
-        kv_http_error(&r->h, 404, "not_found", "no such endpoint: %.*s", (int)(path.len > 200 ? 200 : path.len),
-                      path.base);
-    }
+    kv_api_route(&r->h, &node_api);
 }
 
 /* Read-your-writes: a read that names a seq this node has not reached waits for it (bounded). */
@@ -182,6 +145,11 @@ static bool is_read(h2o_req_t *req)
            (req->path.len >= 9 && memcmp(req->path.base, "/bulk/get", 9) == 0);
 }
 
+static bool path_is(h2o_iovec_t path, const char *p)
+{
+    return h2o_memis(path.base, path.len, p, strlen(p));
+}
+
 /* /health, /stats and /metrics answer while a replica loads a snapshot: they report it. */
 static bool is_observability(h2o_req_t *req)
 {
@@ -194,7 +162,7 @@ static void on_req(struct kv_http_thread *kth, h2o_req_t *req)
     struct node_thread *th = (struct node_thread *)kth;
     struct node *n = th->node;
     struct node_req *r = h2o_mem_alloc_pool(&req->pool, sizeof *r);
-    *r = (struct node_req){.h = {.req = req, .th = kth, .ep = EP_OTHER, .start_ns = kv_now_ns()}, .th = th, .node = n};
+    *r = (struct node_req){.h = {.req = req, .th = kth, .ep = KV_EP_OTHER, .start_ns = kv_now_ns()}, .th = th, .node = n};
     ssize_t h = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-triekv-min-seq"), -1);
     if (h >= 0 && is_read(req)) {
         h2o_iovec_t v = req->headers.entries[h].value;
@@ -263,8 +231,8 @@ static int start(struct node *n, char *err, size_t errlen)
         .request_timeout_ms = n->cfg.request_timeout_ms,
         .max_request_body = (size_t)body_max + 1,
         .drain_ms = NODE_DRAIN_MS,
-        .ep_names = node_ep_names,
-        .ep_count = EP_COUNT,
+        .ep_names = kv_api_ep_names,
+        .ep_count = KV_EP_COUNT,
         .thread_size = sizeof(struct node_thread),
         .thread_start = thread_start,
         .thread_stop = thread_stop,
@@ -342,13 +310,7 @@ int node_main(int argc, char **argv)
         snprintf(n->advertise_url, sizeof n->advertise_url, "http://%s:%lld", host, (long long)n->cfg.port);
     }
 
-    /* signals: SIGPIPE ignored (h2o writes with writev); SIGINT/SIGTERM taken by sigwait below */
-    signal(SIGPIPE, SIG_IGN);
-    sigset_t stop_set;
-    sigemptyset(&stop_set);
-    sigaddset(&stop_set, SIGINT);
-    sigaddset(&stop_set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
+    kv_http_signals_init(); /* before any thread starts: they all inherit the mask */
 
     if (start(n, err, sizeof err) != 0) {
         fprintf(stderr, "triekv-server: %s\n", err);
@@ -367,10 +329,8 @@ int node_main(int argc, char **argv)
     }
     log_started(n);
 
-    int sig = 0;
-    sigwait(&stop_set, &sig);
-    kv_log_info(NODE_COMPONENT, "%s: stopping (finishing requests in flight, then a checkpoint)",
-                sig == SIGINT ? "SIGINT" : "SIGTERM");
+    const char *sig = kv_http_wait_stop();
+    kv_log_info(NODE_COMPONENT, "%s: stopping (finishing requests in flight, then a checkpoint)", sig);
     kv_http_stop(&n->http);
     node_repl_stop(n);
     rc = triekv_close(n->db);

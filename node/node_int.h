@@ -81,25 +81,6 @@ void node_config_engine(const struct node_config *c, struct triekv_options *o);
 
 /* ---- endpoints and threads -------------------------------------------------------------------- */
 
-/* What requests are counted under in /stats and /metrics (names in node_stats.c). */
-enum node_ep {
-    EP_KV_GET,
-    EP_KV_HEAD,
-    EP_KV_PUT,
-    EP_KV_DELETE,
-    EP_BULK,
-    EP_BULK_RANGE,
-    EP_BULK_GET,
-    EP_BULK_DELETE,
-    EP_STATS,
-    EP_METRICS,
-    EP_HEALTH,
-    EP_OTHER,
-    EP_COUNT
-};
-_Static_assert(EP_COUNT <= KV_HTTP_EP_MAX, "kv_http counts at most KV_HTTP_EP_MAX endpoints");
-extern const char *const node_ep_names[EP_COUNT];
-
 /* One event-loop thread (common/kv_http.h runs them). */
 struct node_thread {
     struct kv_http_thread http; /* first: kv_http allocates node_threads */
@@ -142,15 +123,16 @@ void node_reply_value(struct node_req *r, struct triekv_value *v);
 
 /* ---- requests (node_http.c, node_kv.c, node_bulk.c) ------------------------------------------------ */
 
-/* Handlers; each answers the request (now or later). */
-void node_handle_kv(struct node_req *r, struct kv_slice key);
-void node_handle_bulk(struct node_req *r);
-void node_handle_bulk_get(struct node_req *r);
-void node_handle_bulk_delete(struct node_req *r);
-void node_handle_range(struct node_req *r);
-void node_handle_stats(struct node_req *r);
-void node_handle_metrics(struct node_req *r);
-void node_handle_health(struct node_req *r);
+/* Handlers (kv_api_route calls them with the struct kv_http_req of a struct node_req); each
+ * answers the request, now or later. */
+void node_handle_kv(struct kv_http_req *h, h2o_iovec_t path);
+void node_handle_bulk(struct kv_http_req *h);
+void node_handle_bulk_get(struct kv_http_req *h);
+void node_handle_bulk_delete(struct kv_http_req *h);
+void node_handle_range(struct kv_http_req *h);
+void node_handle_stats(struct kv_http_req *h);
+void node_handle_metrics(struct kv_http_req *h);
+void node_handle_health(struct kv_http_req *h);
 
 /* The 403 a replica gives every write. */
 void node_reply_replica_write(struct node_req *r);

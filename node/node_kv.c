@@ -182,29 +182,28 @@ static void do_write(struct node_req *r, struct kv_slice key, bool is_delete)
     node_write(r, b, is_delete ? delete_done : put_done, &conditional, sizeof conditional);
 }
 
-void node_handle_kv(struct node_req *r, struct kv_slice key)
+void node_handle_kv(struct kv_http_req *h, h2o_iovec_t path)
 {
-    h2o_req_t *req = r->h.req;
-    bool get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"));
-    bool head = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD"));
-    bool put = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("PUT")) ||
-               h2o_memis(req->method.base, req->method.len, H2O_STRLIT("POST"));
-    bool del = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("DELETE"));
-    r->h.ep = get ? EP_KV_GET : head ? EP_KV_HEAD : put ? EP_KV_PUT : del ? EP_KV_DELETE : EP_KV_GET;
-    if (!get && !head && !put && !del) {
-        kv_http_method_not_allowed(&r->h, "GET, HEAD, PUT, POST, DELETE");
+    struct node_req *r = (struct node_req *)h;
+    struct kv_buf kb = {0};
+    if (kv_percent_decode(path.base + 4, path.len - 4, false, &kb) != KV_OK) {
+        kv_http_error(h, 400, "bad_request", "the key in the path has a malformed %%-escape");
         return;
     }
+    uint8_t *k = h2o_mem_alloc_pool(&h->req->pool, kb.len ? kb.len : 1);
+    memcpy(k, kb.ptr, kb.len);
+    struct kv_slice key = kv_slice_make(k, kb.len);
+    kv_buf_free(&kb);
     struct kv_http_query q;
-    if (kv_http_query_parse(&r->h, &q) != 0 || kv_http_query_check_unused(&r->h, &q) != 0)
+    if (kv_http_query_parse(h, &q) != 0 || kv_http_query_check_unused(h, &q) != 0)
         return;
     if (key.len > (size_t)r->node->cfg.max_key_size) {
-        kv_http_error(&r->h, 400, "key_too_long", "the key has %zu bytes; the limit is %lld", key.len,
-                         (long long)r->node->cfg.max_key_size);
+        kv_http_error(h, 400, "key_too_long", "the key has %zu bytes; the limit is %lld", key.len,
+                      (long long)r->node->cfg.max_key_size);
         return;
     }
-    if (get || head)
+    if (h->ep == KV_EP_KV_GET || h->ep == KV_EP_KV_HEAD)
         reply_get(r, key);
     else
-        do_write(r, key, del);
+        do_write(r, key, h->ep == KV_EP_KV_DELETE);
 }

@@ -72,7 +72,7 @@ void node_reply_value(struct node_req *r, struct triekv_value *v)
                    H2O_STRLIT("application/octet-stream"));
     kv_http_count(&r->h, 200);
     h2o_start_response(req, &gen);
-    if (r->h.ep == EP_KV_HEAD || triekv_value_len(v) == 0) {
+    if (r->h.ep == KV_EP_KV_HEAD || triekv_value_len(v) == 0) {
         h2o_send(req, NULL, 0, H2O_SEND_STATE_FINAL); /* HEAD: h2o would send a generator's body */
         return;
     }

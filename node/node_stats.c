@@ -9,13 +9,10 @@
 #include <stdio.h>
 #include <string.h>
 
-const char *const node_ep_names[EP_COUNT] = {
-    "kv_get", "kv_head", "kv_put", "kv_delete", "bulk", "bulk_range", "bulk_get", "bulk_delete",
-    "stats",  "metrics", "health", "other",
-};
 
-void node_handle_stats(struct node_req *r)
+void node_handle_stats(struct kv_http_req *h)
 {
+    struct node_req *r = (struct node_req *)h;
     struct node *n = r->node;
     struct kv_http_query q;
     if (kv_http_query_parse(&r->h, &q) != 0 || kv_http_query_check_unused(&r->h, &q) != 0)
@@ -68,8 +65,9 @@ void node_handle_stats(struct node_req *r)
     kv_http_reply_json(&r->h, 200, &b);
 }
 
-void node_handle_metrics(struct node_req *r)
+void node_handle_metrics(struct kv_http_req *h)
 {
+    struct node_req *r = (struct node_req *)h;
     struct node *n = r->node;
     struct kv_http_query q;
     if (kv_http_query_parse(&r->h, &q) != 0 || kv_http_query_check_unused(&r->h, &q) != 0)
@@ -122,8 +120,9 @@ void node_handle_metrics(struct node_req *r)
     kv_http_reply(&r->h, 200, "text/plain; version=0.0.4; charset=utf-8", &b);
 }
 
-void node_handle_health(struct node_req *r)
+void node_handle_health(struct kv_http_req *h)
 {
+    struct node_req *r = (struct node_req *)h;
     struct kv_http_query q;
     if (kv_http_query_parse(&r->h, &q) != 0 || kv_http_query_check_unused(&r->h, &q) != 0)
         return;

@@ -6,8 +6,9 @@ with debootstrap when no registry can be reached), then: up --build, both health
 bulk batch on the main read back from the replica, ranges equal, a write to the replica refused, the
 replica killed and started again while writes go on, the main restarted with its data, the I/O
 backend named in both logs and no error lines, and down -v at the end even when a step failed,
-leaving no container, network or volume behind. Without a Docker engine the tests are skipped, not
-passed."""
+leaving no container, network or volume behind. Then the "proxy" profile: shard b and the proxy
+join, keys land on their shard, and the proxy's cluster view adds both up. Without a Docker engine
+the tests are skipped, not passed."""
 import base64
 import json
 import os
@@ -20,7 +21,7 @@ import urllib.request
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-MAIN, REPLICA = "http://127.0.0.1:3030", "http://127.0.0.1:3031"
+MAIN, REPLICA, PROXY = "http://127.0.0.1:3030", "http://127.0.0.1:3031", "http://127.0.0.1:3000"
 
 
 def docker_available():
@@ -110,7 +111,7 @@ def cluster():
         wait_healthy(project, ["main", "replica"])
         yield project
     finally:  # the trap: whatever happened, nothing is left behind
-        compose(project, "down", "-v", "--remove-orphans", check=False, timeout=300)
+        compose(project, "--profile", "proxy", "down", "-v", "--remove-orphans", check=False, timeout=300)
         left = []
         for what in (["ps", "-a"], ["network", "ls"], ["volume", "ls"]):
             out = subprocess.run(["docker"] + what + ["--format", "{{.Names}}" if what[0] == "ps" else "{{.Name}}"],
@@ -162,3 +163,33 @@ def test_compose_cluster(cluster):
         errors = [l for l in log.splitlines() if " error " in l or "assertion failed" in l]
         assert not errors, "error lines in the %s log: %s" % (service, errors)
         print("%s: %s" % (service, serving[-1].split("node: ")[-1]))
+
+
+def test_compose_proxy_profile(cluster):
+    """docker-compose --profile proxy: shard b (main-b, replica-b) and triekv-proxy on 3000."""
+    project = cluster
+    compose(project, "--profile", "proxy", "up", "-d", timeout=600)
+    wait_healthy(project, ["main", "replica", "main-b", "replica-b", "proxy"])
+    for key, value in ((b"apple", b"red"), (b"zebra", b"striped"), (b"m", b"edge")):
+        st, body = http("PUT", PROXY + "/kv/" + key.decode(), value)
+        assert st == 200, body
+    # "apple" is shard a's: on the main at 3030; the others are shard b's, not there
+    assert http("GET", MAIN + "/kv/apple") == (200, b"red")
+    assert http("GET", MAIN + "/kv/zebra")[0] == 404
+    assert http("GET", MAIN + "/kv/m")[0] == 404
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if all(http("GET", PROXY + "/kv/" + k)[0] == 200 for k in ("apple", "zebra", "m")):
+            break
+        time.sleep(0.5)
+    assert http("GET", PROXY + "/kv/zebra") == (200, b"striped")
+    st, body = http("POST", PROXY + "/bulk", json.dumps({"avocado": "1", "zucchini": "2"}).encode())
+    assert st == 409 and json.loads(body)["error"] == "cross_shard", body
+    st, body = http("GET", PROXY + "/stats?cluster=true")
+    view = json.loads(body)
+    assert view["cluster"]["nodes_answered"] == 4, view["cluster"]
+    assert all(b["up"] for s in view["shards"] for b in [s["main"]] + s["replicas"]), view["shards"]
+    keys_on_mains = {n["shard"]: n["stats"]["keys"] for n in view["cluster"]["node_stats"] if n["role"] == "main"}
+    assert keys_on_mains["b"] == 2, keys_on_mains
+    log = compose(project, "--profile", "proxy", "logs", "--no-color", "proxy")
+    assert "proxy: serving:" in log and " error " not in log, log[-2000:]
