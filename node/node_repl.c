@@ -317,6 +317,8 @@ void node_repl_stats_json(struct node *n, struct kv_buf *b)
         repl_receiver_stats(n->receiver, &rs);
         char main[256];
         repl_receiver_main_url(n->receiver, main, sizeof main);
+        if (main[0] == 0 && n->cfg.main_url) /* not heard from yet: the configured one */
+            snprintf(main, sizeof main, "%s", n->cfg.main_url);
         kv_buf_printf(b,
                       "\"role\":\"replica\",\"applied_seq\":%" PRIu64 ",\"main_seq\":%" PRIu64
                       ",\"lag_records\":%" PRIu64 ",\"staleness_seconds\":%.3f,\"since_contact_seconds\":%.3f,"
