@@ -1,16 +1,12 @@
-/* proxy/proxy_health.c - the housekeeping thread: health checks of every backend, and the timer
- * that closes idle pooled upstream connections.
+/* proxy/proxy_health.c - the health-check thread.
  *
  * Every health_check_interval_ms, GET /health goes to every backend at once (libcurl multi, each
  * backend with its own keep-alive handle), and the round ends when all have answered or
  * health_check_timeout_ms passed. A backend is up when it answered 200; a main is also down when
  * it says it is not a main (its writes would be refused). Each change is logged once. Requests
  * mark a backend down on their own when they cannot reach it, and up when it answers; the checks
- * are what bring a down backend back.
- *
- * The thread runs an h2o event loop between rounds: the socket pools' idle timers live on it (h2o
- * runs a pool's expiry on one loop), and it outlives the request loops, so the pools can be closed
- * after every request is done. */
+ * are what bring a down backend back. Between rounds the thread sleeps on a condition variable, so
+ * stopping it is immediate. */
 #include "proxy/proxy_int.h"
 #include "common/kv_assert.h"
 #include "common/kv_log.h"
@@ -40,7 +36,7 @@ struct health {
     size_t n;
 };
 
-static struct health hc; /* the one housekeeping state of the process */
+static struct health hc; /* the one health-check state of the process */
 
 static size_t on_data(char *p, size_t size, size_t n, void *arg)
 {
@@ -150,25 +146,21 @@ static void round_run(struct health *h)
     atomic_fetch_add(&h->px->health_rounds, 1);
 }
 
-static void on_wake(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages)
-{
-    (void)rx;
-    (void)messages;
-}
-
-static void *housekeeping(void *arg)
+static void *health_main(void *arg)
 {
     struct proxy *px = arg;
-    uint64_t next = kv_now_ms() + (uint64_t)px->cfg.health_check_interval_ms;
-    while (!atomic_load(&px->hk_stop)) {
-        uint64_t now = kv_now_ms();
-        if (now >= next) {
-            round_run(&hc);
-            next = now + (uint64_t)px->cfg.health_check_interval_ms;
-            continue;
+    pthread_mutex_lock(&px->hk_mu);
+    while (!px->hk_stop) {
+        struct timespec dl = kv_deadline_after_ms((uint64_t)px->cfg.health_check_interval_ms);
+        while (!px->hk_stop && pthread_cond_timedwait(&px->hk_cv, &px->hk_mu, &dl) == 0) {
         }
-        h2o_evloop_run(px->hk_loop, (int32_t)(next - now)); /* pool timers, or a stop message */
+        if (px->hk_stop)
+            break;
+        pthread_mutex_unlock(&px->hk_mu);
+        round_run(&hc);
+        pthread_mutex_lock(&px->hk_mu);
     }
+    pthread_mutex_unlock(&px->hk_mu);
     return NULL;
 }
 
@@ -197,14 +189,11 @@ int proxy_health_start(struct proxy *px, char *err, size_t errlen)
         curl_easy_setopt(c->curl, CURLOPT_WRITEDATA, c);
         curl_easy_setopt(c->curl, CURLOPT_USERAGENT, "triekv-proxy/" PROXY_VERSION);
     }
-    px->hk_loop = h2o_evloop_create();
-    px->hk_queue = h2o_multithread_create_queue(px->hk_loop);
-    h2o_multithread_register_receiver(px->hk_queue, &px->hk_wake, on_wake);
-    for (size_t i = 0; i < px->map.nbackends; i++)
-        h2o_socketpool_set_timeout(&px->map.backends[i]->pool, px->hk_loop, PROXY_POOL_IDLE_MS);
+    pthread_mutex_init(&px->hk_mu, NULL);
+    kv_cond_init(&px->hk_cv);
     round_run(&hc); /* the first requests know which backends are down */
-    if (pthread_create(&px->hk_thread, NULL, housekeeping, px) != 0) {
-        snprintf(err, errlen, "cannot start the housekeeping thread");
+    if (pthread_create(&px->hk_thread, NULL, health_main, px) != 0) {
+        snprintf(err, errlen, "cannot start the health-check thread");
         return -1;
     }
     return 0;
@@ -212,12 +201,13 @@ int proxy_health_start(struct proxy *px, char *err, size_t errlen)
 
 void proxy_health_stop(struct proxy *px)
 {
-    atomic_store(&px->hk_stop, true);
-    h2o_multithread_send_message(&px->hk_wake, NULL);
+    pthread_mutex_lock(&px->hk_mu);
+    px->hk_stop = true;
+    pthread_cond_signal(&px->hk_cv);
+    pthread_mutex_unlock(&px->hk_mu);
     pthread_join(px->hk_thread, NULL);
-    h2o_multithread_unregister_receiver(px->hk_queue, &px->hk_wake);
-    h2o_multithread_destroy_queue(px->hk_queue);
-    px->hk_queue = NULL;
+    pthread_cond_destroy(&px->hk_cv);
+    pthread_mutex_destroy(&px->hk_mu);
     for (size_t i = 0; i < hc.n; i++)
         curl_easy_cleanup(hc.checks[i].curl);
     curl_multi_cleanup(hc.multi);

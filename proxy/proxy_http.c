@@ -1,12 +1,12 @@
 /* proxy/proxy_http.c - triekv-proxy's start-up, routing and shutdown. The listener, loop threads,
- * connection cap and drain are common/kv_http.c's; each loop also owns an http1client context for
- * its upstream exchanges (proxy_upstream.c).
+ * connection cap and drain are common/kv_http.c's; each loop also owns its upstream connections
+ * (proxy_upstream.c).
  *
  * Start-up: load the config and the shard map (every mistake is one line and exit status 1; a
  * command-line mistake is status 2), bind the port, check every backend once (so the first
- * requests already know which are down), start the housekeeping thread, then the loops.
+ * requests already know which are down), start the health-check thread, then the loops.
  * Shutdown (SIGTERM/SIGINT): the loops drain (requests in flight finish, upstream exchanges
- * included), then the housekeeping thread stops and the upstream pools close. */
+ * included) and close their idle upstream connections, then the health checks stop. */
 #include "proxy/proxy_int.h"
 #include "common/kv_assert.h"
 #include "common/kv_codec.h"
@@ -85,18 +85,12 @@ static void thread_start(struct kv_http_thread *kth)
 {
     struct proxy_thread *th = (struct proxy_thread *)kth;
     th->px = kth->srv->cfg.app;
-    h2o_timeout_init(kth->loop, &th->io_timeout, (uint64_t)th->px->cfg.upstream_timeout_ms);
-    th->client_ctx.loop = kth->loop;
-    th->client_ctx.getaddr_receiver = &kth->ctx.receivers.hostinfo_getaddr;
-    th->client_ctx.io_timeout = &th->io_timeout;
-    th->client_ctx.websocket_timeout = NULL;
-    th->client_ctx.ssl_ctx = NULL;
+    proxy_upstream_thread_init(th);
 }
 
 static void thread_stop(struct kv_http_thread *kth)
 {
-    struct proxy_thread *th = (struct proxy_thread *)kth;
-    h2o_timeout_dispose(kth->loop, &th->io_timeout);
+    proxy_upstream_thread_dispose((struct proxy_thread *)kth);
 }
 
 /* ---- start-up and shutdown ------------------------------------------------------------------------------ */
@@ -144,9 +138,7 @@ static void log_started(struct proxy *px)
 static void proxy_free(struct proxy *px)
 {
     kv_http_dispose(&px->http);
-    proxy_map_free(&px->map); /* the pools' idle timers are on the housekeeping loop: it goes after */
-    if (px->hk_loop)
-        h2o_evloop_destroy(px->hk_loop);
+    proxy_map_free(&px->map);
     proxy_config_free(&px->cfg);
     free(px);
 }
@@ -192,7 +184,7 @@ int proxy_main(int argc, char **argv)
     const char *sig = kv_http_wait_stop();
     kv_log_info(PROXY_COMPONENT, "%s: stopping (finishing requests in flight)", sig);
     kv_http_stop(&px->http);
-    proxy_health_stop(px); /* after the loops: the pools it expires are theirs until then */
+    proxy_health_stop(px);
     kv_log_info(PROXY_COMPONENT, "stopped");
     proxy_free(px);
     return 0;

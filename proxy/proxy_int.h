@@ -3,20 +3,19 @@
  *
  * Threads: `threads` h2o event loops (common/kv_http.h) own the client connections and every
  * upstream exchange made for them, so a request is handled on one thread from start to end. One
- * housekeeping thread runs the health checks and expires idle pooled upstream connections.
- * Backends are shared: their health is written by the housekeeping thread (atomics, and a mutex
- * for the text of the last error), their traffic counters by the loops (relaxed atomics).
+ * health thread checks every backend. Backends are shared: their health is written by the health
+ * thread (atomics, and a mutex for the text of the last error), their traffic counters by the
+ * loops (relaxed atomics).
  *
- * Upstream connections: one h2o socket pool per backend, shared by the loops (a pooled socket
- * moves between loops), kept alive for PROXY_POOL_IDLE_MS, well under a node's own keep-alive
- * timeout, so a pooled socket is not closed by the node while the proxy picks it. */
+ * Upstream connections belong to the loop that opened them: each loop keeps its own idle keep-alive
+ * connections per backend (proxy_upstream.c), closed after PROXY_POOL_IDLE_MS, well under a
+ * node's own keep-alive timeout. */
 #ifndef PROXY_INT_H
 #define PROXY_INT_H
 
 #define H2O_USE_LIBUV 0
 #include <h2o.h>
-#include <h2o/http1client.h>
-#include <h2o/socketpool.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -36,6 +35,7 @@
 #define PROXY_SHARD_NAME_MAX 64
 #define PROXY_DRAIN_MS 10000
 #define PROXY_POOL_IDLE_MS 2000            /* idle upstream connections close after this */
+#define PROXY_IDLE_PER_BACKEND 64          /* idle connections a loop keeps per backend */
 #define PROXY_STREAM_BUFFER_MAX (1u << 20) /* upstream bytes held for a slow client before reading pauses */
 
 /* ---- configuration (proxy_config.c) ------------------------------------------------------------ */
@@ -75,10 +75,14 @@ struct proxy_shard;
 struct proxy_backend {
     char url[PROXY_URL_MAX];       /* http://host:port, as configured, without a trailing '/' */
     char authority[PROXY_URL_MAX]; /* host:port, for the Host header */
+    char host[PROXY_URL_MAX];      /* the name to resolve (brackets of an IPv6 literal removed) */
+    char port[8];
+    struct sockaddr_storage addr;  /* when host is a numeric address: connect here, no resolving */
+    socklen_t addr_len;            /* 0: resolve host at each new connection */
+    size_t idx;                    /* in proxy_map.backends */
     struct proxy_shard *shard;
     enum proxy_role role;
-    h2o_socketpool_t pool;
-    /* health: written by the housekeeping thread (and passively by loops on a failed connect) */
+    /* health: written by the health thread (and by loops, on a failed connect or an answer) */
     _Atomic bool up;
     _Atomic uint64_t checks, checks_failed, last_ok_ms, last_check_ms, check_seq;
     pthread_mutex_t mu; /* guards the two strings */
@@ -132,20 +136,21 @@ struct proxy {
     struct proxy_map map;
     struct kv_http_server http;
     uint64_t started_ms;
-    /* housekeeping (proxy_health.c) */
-    h2o_evloop_t *hk_loop;
-    h2o_multithread_queue_t *hk_queue;
-    h2o_multithread_receiver_t hk_wake;
+    /* health checks (proxy_health.c) */
     pthread_t hk_thread;
-    _Atomic bool hk_stop;
+    pthread_mutex_t hk_mu;
+    pthread_cond_t hk_cv;
+    bool hk_stop; /* hk_mu */
     _Atomic uint64_t health_rounds;
 };
 
 struct proxy_thread {
     struct kv_http_thread http; /* first: kv_http allocates proxy_threads */
     struct proxy *px;
-    h2o_http1client_ctx_t client_ctx;
-    h2o_timeout_t io_timeout;
+    h2o_linklist_t *idle;  /* per backend: idle upstream connections (proxy_upstream.c) */
+    size_t *idle_count;
+    h2o_timeout_t idle_timeout; /* PROXY_POOL_IDLE_MS */
+    h2o_timeout_t io_timeout;   /* upstream_timeout_ms */
 };
 
 /* Per-request context, from the request's pool. */
@@ -194,6 +199,10 @@ struct proxy_fetch *proxy_fetch_start(struct proxy_req *r, const struct proxy_ca
                                       struct proxy_backend **order, size_t n, bool retry, size_t max_body,
                                       proxy_fetch_cb cb, void *arg);
 
+/* A loop's upstream connections: set up on the loop thread before it serves; closed after it
+ * drained. */
+void proxy_upstream_thread_init(struct proxy_thread *th);
+void proxy_upstream_thread_dispose(struct proxy_thread *th);
 /* Records a backend's failure to answer; marks it down when it could not be reached at all. */
 void proxy_backend_failed(struct proxy_backend *b, const char *why, bool unreachable);
 /* Marks a backend up (it answered). */
@@ -218,9 +227,9 @@ void proxy_reply_main_down(struct proxy_req *r, struct proxy_shard *s);
 /* The request's query string with parameter name left out ("" when nothing is left), in the pool. */
 h2o_iovec_t proxy_query_without(struct proxy_req *r, const char *name);
 
-/* ---- housekeeping (proxy_health.c) ------------------------------------------------------------------ */
+/* ---- health checks (proxy_health.c) ------------------------------------------------------------------ */
 
-/* Runs one round of health checks now (start-up), then starts the housekeeping thread. */
+/* Runs one round of health checks now (start-up), then starts the thread that runs them. */
 int proxy_health_start(struct proxy *px, char *err, size_t errlen);
 void proxy_health_stop(struct proxy *px);
 

@@ -12,6 +12,7 @@
 #include "common/kv_assert.h"
 #include "common/kv_codec.h"
 
+#include <arpa/inet.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -95,11 +96,27 @@ static int backend_make(struct proxy_map *m, struct proxy_shard *s, enum proxy_r
     struct proxy_backend *b = kv_calloc(1, sizeof *b);
     snprintf(b->url, sizeof b->url, "%s", clean);
     snprintf(b->authority, sizeof b->authority, "%.*s", (int)u.authority.len, u.authority.base);
+    h2o_iovec_t host = u.host;
+    if (host.len >= 2 && host.base[0] == '[' && host.base[host.len - 1] == ']')
+        host = h2o_iovec_init(host.base + 1, host.len - 2);
+    snprintf(b->host, sizeof b->host, "%.*s", (int)host.len, host.base);
+    snprintf(b->port, sizeof b->port, "%u", (unsigned)h2o_url_get_port(&u));
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&b->addr;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&b->addr;
+    if (inet_pton(AF_INET, b->host, &a4->sin_addr) == 1) { /* numeric: no resolving at connect time */
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons(h2o_url_get_port(&u));
+        b->addr_len = sizeof *a4;
+    } else if (inet_pton(AF_INET6, b->host, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons(h2o_url_get_port(&u));
+        b->addr_len = sizeof *a6;
+    }
+    b->idx = m->nbackends;
     b->shard = s;
     b->role = role;
     pthread_mutex_init(&b->mu, NULL);
     atomic_init(&b->up, true); /* until the first check says otherwise */
-    h2o_socketpool_init_by_hostport(&b->pool, u.host, h2o_url_get_port(&u), 0, SIZE_MAX);
     m->backends[m->nbackends++] = b;
     if (role == PROXY_MAIN)
         s->main = b;
@@ -263,7 +280,6 @@ out:
 void proxy_map_free(struct proxy_map *m)
 {
     for (size_t i = 0; i < m->nbackends; i++) {
-        h2o_socketpool_dispose(&m->backends[i]->pool);
         pthread_mutex_destroy(&m->backends[i]->mu);
         free(m->backends[i]);
     }
