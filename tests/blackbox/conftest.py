@@ -11,90 +11,35 @@ Helpers:
   Client(server)                   a tiny keep-alive HTTP client on http.client: exact paths, raw bytes
   assert_json_error(resp, status)  the body is {"error": str, "message": str}
   pkey(bytes) / qkey(bytes)        percent-encode a key for a path / query string
+free_port, pkey, b64, unb64, child_env and sanitizer_findings (and the paths BIN_DIR, SERVER_BIN)
+come from tests/support/triekv_procs.py, shared with the other suites, and stay importable from here.
 """
-import base64
 import http.client
 import json
 import os
-import re
 import signal
-import socket
 import subprocess
-import time
+import sys
 import urllib.parse
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BIN_DIR = os.environ.get("TRIEKV_BIN") or os.path.join(REPO, "bin")
-SERVER_BIN = os.path.join(BIN_DIR, "triekv-server")
+_TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _TESTS_DIR not in sys.path:  # tests/blackbox is no package: make tests/support importable
+    sys.path.insert(0, _TESTS_DIR)
+
+# shared with the other suites; the names the tests import from here are re-exported
+from support.triekv_procs import (BIN_DIR, IGNORED_LEAK_FRAMES, LSAN_SUPPRESSIONS, REPO,  # noqa: E402,F401
+                                  SERVER_BIN, STOP_TIMEOUT, b64, child_env, free_port, pkey,
+                                  poll_health, read_logs, sanitizer_findings, spawn, stop_process,
+                                  unb64)
 
 START_TIMEOUT = 20.0  # an ASan build recovering a store is slow
-STOP_TIMEOUT = 20.0
-
-# Leak reports whose stacks go through these are h2o's own (known, ignored).
-IGNORED_LEAK_FRAMES = ("h2o_mem_alloc_recycle", "h2o_multithread_create_queue")
-LSAN_SUPPRESSIONS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lsan.supp")
-
-
-def free_port():
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def pkey(key):
-    """Percent-encodes a key (bytes or str) for /kv/{key}: every byte outside A-Z a-z 0-9 as %XX."""
-    if isinstance(key, str):
-        key = key.encode()
-    return urllib.parse.quote_from_bytes(key, safe="")
 
 
 def qkey(key):
     """Percent-encodes a key for a query string ('+' must be %2B there)."""
     return pkey(key)
-
-
-def b64(data):
-    if isinstance(data, str):
-        data = data.encode()
-    return base64.b64encode(data).decode()
-
-
-def unb64(s):
-    return base64.b64decode(s.encode(), validate=True)
-
-
-def child_env(extra=None):
-    """The environment for a server: ours without any TRIEKV_* setting, plus extra."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIEKV_")}
-    env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
-    # h2o's known leaks (IGNORED_LEAK_FRAMES) would make every clean exit status 1 in ASan builds
-    env.setdefault("LSAN_OPTIONS", "suppressions=%s:print_suppressions=0" % LSAN_SUPPRESSIONS)
-    env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
-    if extra:
-        env.update(extra)
-    return env
-
-
-def sanitizer_findings(text):
-    """Sanitizer reports in a server's stderr, leaks through h2o's known allocations left out."""
-    found = []
-    for m in re.finditer(r"^.*runtime error:.*$", text, re.M):
-        found.append(m.group(0))
-    for m in re.finditer(r"^==\d+==ERROR: AddressSanitizer.*$", text, re.M):
-        found.append(m.group(0))
-    if "ERROR: LeakSanitizer" in text:
-        body = text.split("ERROR: LeakSanitizer", 1)[1]
-        for block in re.split(r"\n(?=(?:Direct|Indirect) leak of )", body):
-            if not re.match(r"(?:Direct|Indirect) leak of ", block.lstrip()):
-                continue
-            if any(f in block for f in IGNORED_LEAK_FRAMES):
-                continue
-            found.append(block.strip().splitlines()[0] + " ... " + " | ".join(
-                l.strip() for l in block.splitlines()[1:6]))
-    return found
 
 
 class ServerStartError(Exception):
@@ -118,7 +63,6 @@ class Server:
         self.starts = 0
         self.stderr_paths = []
         self.exit_codes = []
-        self._err = None
         if wait is not None:
             self.start(wait=wait)
 
@@ -141,11 +85,7 @@ class Server:
             self.starts += 1
             path = str(self.tmp_path / ("%s-stderr-%d.log" % (self.name, self.starts)))
             self.stderr_paths.append(path)
-            if self._err is not None:
-                self._err.close()
-            self._err = open(path, "wb")
-            self.proc = subprocess.Popen(self.cmdline(), stdin=subprocess.DEVNULL, stdout=self._err,
-                                         stderr=self._err, env=child_env(self.env), cwd=str(self.tmp_path))
+            self.proc = spawn(self.cmdline(), path, child_env(self.env), cwd=str(self.tmp_path))
             if not wait:
                 return
             try:
@@ -159,22 +99,11 @@ class Server:
         raise ServerStartError("could not find a free port")
 
     def wait_healthy(self, timeout=START_TIMEOUT):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise ServerStartError("triekv-server exited with %s before serving: %s" %
-                                       (self.proc.returncode, self.stderr_last()[-2000:]))
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
-                c.request("GET", "/health")
-                r = c.getresponse()
-                r.read()
-                c.close()
-                if r.status == 200:
-                    return
-            except (OSError, http.client.HTTPException):
-                pass
-            time.sleep(0.02)
+        if poll_health(self.proc, self.port, timeout):
+            return
+        if self.proc.poll() is not None:
+            raise ServerStartError("triekv-server exited with %s before serving: %s" %
+                                   (self.proc.returncode, self.stderr_last()[-2000:]))
         raise ServerStartError("triekv-server did not answer /health within %.0f s" % timeout)
 
     def wait_exit(self, timeout=STOP_TIMEOUT):
@@ -188,15 +117,7 @@ class Server:
         is killed). A negative code is death by a signal."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            code = self.wait_exit(timeout)
-            if code is None:
-                self.proc.kill()
-                self.proc.wait()
-        else:
-            code = self.proc.returncode
-        self._err.close()
+        code = stop_process(self.proc, sig, timeout)
         self.exit_codes.append(code)
         return code
 
@@ -219,23 +140,12 @@ class Server:
 
     def stderr_last(self):
         """stderr of the current (or last) process."""
-        try:
-            with open(self.stderr_paths[-1], "rb") as f:
-                return f.read().decode(errors="replace")
-        except (IndexError, OSError):
-            return ""
+        return read_logs(self.stderr_paths[-1:])
 
     @property
     def stderr(self):
         """stderr of every start of this server, concatenated."""
-        out = []
-        for p in self.stderr_paths:
-            try:
-                with open(p, "rb") as f:
-                    out.append(f.read().decode(errors="replace"))
-            except OSError:
-                pass
-        return "".join(out)
+        return read_logs(self.stderr_paths)
 
     # -- convenience -------------------------------------------------------------------------
 
@@ -418,8 +328,6 @@ def server_factory(tmp_path):
     for s in made:
         if s.proc is not None and s.proc.poll() is None:
             s.stop(signal.SIGTERM, timeout=10)
-        if s._err is not None:
-            s._err.close()
         found = sanitizer_findings(s.stderr)
         if found:
             problems.append("%s: %s" % (s.name, "\n  ".join(found[:10])))

@@ -13,16 +13,16 @@ Helpers:
   server_range(node, params) every (key, value) of a range as bytes, read over HTTP with the cursor
   cli_escape(bytes)    the client's one-line escaping (\\\\ \\t \\n \\r \\xNN), for comparisons
   FakeServer(answer)   an HTTP server whose answers a test scripts: answers a real server never gives
+  base_env(extra)      the environment for the client and the servers (no TRIEKV_*, no proxies)
+free_port, b64, unb64, pkey and sanitizer_findings (and the paths BIN_DIR, SERVER_BIN) come from
+tests/support/triekv_procs.py, shared with the other suites, and stay importable from here.
 """
-import base64
 import http.client
 import json
 import os
-import re
 import shutil
-import signal
-import socket
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -31,64 +31,29 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BIN_DIR = os.environ.get("TRIEKV_BIN") or os.path.join(REPO, "bin")
+_TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _TESTS_DIR not in sys.path:  # tests/cli is no package: make tests/support importable
+    sys.path.insert(0, _TESTS_DIR)
+
+# shared with the other suites; the names the tests import from here are re-exported
+from support.triekv_procs import (BIN_DIR, IGNORED_LEAK_FRAMES, REPO, SERVER_BIN, b64,  # noqa: E402,F401
+                                  child_env, free_port, pkey, poll_health, read_logs,
+                                  sanitizer_findings, spawn, stop_process, unb64)
+from support.triekv_procs import LSAN_SUPPRESSIONS as LSAN_SUPP  # noqa: E402,F401
+
 CLI_BIN = os.path.join(BIN_DIR, "triekv-cli")
-SERVER_BIN = os.path.join(BIN_DIR, "triekv-server")
-LSAN_SUPP = os.path.join(REPO, "tests", "lsan.supp")
 START_TIMEOUT = 20.0
 CLI_TIMEOUT = 60.0
-# h2o's known leaks (tests/lsan.supp) are not reports of ours
-IGNORED_LEAK_FRAMES = ("h2o_mem_alloc_recycle", "h2o_multithread_create_queue")
-
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def b64(data):
-    if isinstance(data, str):
-        data = data.encode()
-    return base64.b64encode(data).decode()
-
-
-def unb64(s):
-    return base64.b64decode(s.encode(), validate=True)
-
-
-def pkey(key):
-    if isinstance(key, str):
-        key = key.encode()
-    return urllib.parse.quote_from_bytes(key, safe="")
+# libcurl in triekv-cli would send requests to 127.0.0.1 through these
+PROXY_SETTINGS = ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
 
 
 def base_env(extra=None):
     """Our environment without TRIEKV_* and proxy settings, with the sanitizer options."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("TRIEKV_") and k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")}
-    env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
-    env.setdefault("LSAN_OPTIONS", "suppressions=%s:print_suppressions=0" % LSAN_SUPP)
-    env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+    env = {k: v for k, v in child_env().items() if k.lower() not in PROXY_SETTINGS}
     if extra:
         env.update(extra)
     return env
-
-
-def sanitizer_findings(text):
-    found = []
-    for m in re.finditer(r"^.*runtime error:.*$", text, re.M):
-        found.append(m.group(0))
-    for m in re.finditer(r"^==\d+==ERROR: AddressSanitizer.*$", text, re.M):
-        found.append(m.group(0))
-    if "ERROR: LeakSanitizer" in text:
-        body = text.split("ERROR: LeakSanitizer", 1)[1]
-        for block in re.split(r"\n(?=(?:Direct|Indirect) leak of )", body):
-            if re.match(r"(?:Direct|Indirect) leak of ", block.lstrip()) and \
-                    not any(f in block for f in IGNORED_LEAK_FRAMES):
-                found.append(" | ".join(l.strip() for l in block.strip().splitlines()[:6]))
-    return found
 
 
 # ---- servers ----------------------------------------------------------------------------------------
@@ -102,7 +67,6 @@ class Node:
         self.log_path = os.path.join(workdir, name + ".log")
         self.args = list(args)
         self.proc = None
-        self._log = None
         self._conn = None
         for _ in range(5):
             self.port = free_port()
@@ -115,32 +79,18 @@ class Node:
         return "http://127.0.0.1:%d" % self.port
 
     def _start(self):
-        self._log = open(self.log_path, "ab")
         cmd = [SERVER_BIN, "--bind", "127.0.0.1", "--port", str(self.port), "--data-dir", self.data_dir] + self.args
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=self._log,
-                                     env=base_env())
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self._log.close()
-                if "cannot listen" in self.log():
-                    return False  # the port was taken meanwhile: another one
-                raise RuntimeError("%s exited with %s: %s" % (self.name, self.proc.returncode, self.log()[-2000:]))
-            try:
-                status, _, _ = self.http("GET", "/health")
-                if status == 200:
-                    return True
-            except (OSError, http.client.HTTPException):
-                self._conn = None
-            time.sleep(0.02)
+        self.proc = spawn(cmd, self.log_path, base_env(), append=True)
+        if poll_health(self.proc, self.port, START_TIMEOUT):
+            return True
+        if self.proc.poll() is not None:
+            if "cannot listen" in self.log():
+                return False  # the port was taken meanwhile: another one
+            raise RuntimeError("%s exited with %s: %s" % (self.name, self.proc.returncode, self.log()[-2000:]))
         raise RuntimeError("%s did not answer /health: %s" % (self.name, self.log()[-2000:]))
 
     def log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode(errors="replace")
-        except OSError:
-            return ""
+        return read_logs([self.log_path])
 
     def http(self, method, path, body=None, headers=None):
         """One request on a kept-alive connection: (status, headers, body bytes)."""
@@ -182,15 +132,8 @@ class Node:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self._log is not None:
-            self._log.close()
+        if self.proc is not None:
+            stop_process(self.proc)
 
 
 def server_range(node, params=""):

@@ -19,18 +19,19 @@ Helpers:
                                            paged with cursors: a list of (key bytes, value bytes)
   wait_converged(main, replicas)           every replica's applied_seq equals the main's seq
   assert_same_data(main, replicas)         read_all() is identical on every node
+  checked_teardown(owner)                  a fixture's body: yield owner, then fail on owner.teardown()'s
+                                           problems (the `cluster` fixture, the proxy suite's `topo`)
   b64 / unb64 / pkey                       base64 and percent-encoding helpers
+free_port, b64, unb64, pkey, child_env and sanitizer_findings (and the paths BIN_DIR, SERVER_BIN)
+come from tests/support/triekv_procs.py, shared with the other suites, and stay importable from here.
 
 tests/cluster is a package (tests import `from .conftest import ...`), so this module never
 shadows another suite's conftest when suites share a pytest run.
 """
-import base64
 import json
 import os
-import re
 import signal
-import socket
-import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -41,43 +42,21 @@ import requests
 from .relay import Relay
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(os.path.dirname(HERE))
-BIN_DIR = os.environ.get("TRIEKV_BIN") or os.path.join(REPO, "bin")
-SERVER_BIN = os.path.join(BIN_DIR, "triekv-server")
-LSAN_SUPPRESSIONS = os.path.join(REPO, "tests", "lsan.supp")
+_TESTS_DIR = os.path.dirname(HERE)
+if _TESTS_DIR not in sys.path:  # pytest's default import mode puts it there, others may not
+    sys.path.insert(0, _TESTS_DIR)
+
+# shared with the other suites; the names the tests import from here are re-exported
+from support.triekv_procs import (BIN_DIR, IGNORED_LEAK_FRAMES, LSAN_SUPPRESSIONS, REPO,  # noqa: E402,F401
+                                  SERVER_BIN, STOP_TIMEOUT, HttpVerbs, b64, child_env, free_port, pkey,
+                                  poll_health, read_logs, sanitizer_findings, spawn, stop_process,
+                                  unb64)
 
 START_TIMEOUT = 30.0  # an ASan build recovering a store is slow
-STOP_TIMEOUT = 20.0
 HTTP_TIMEOUT = 15.0
 
-IGNORED_LEAK_FRAMES = ("h2o_mem_alloc_recycle", "h2o_multithread_create_queue")
 
-
-# ---- small helpers ---------------------------------------------------------------------------
-
-def free_port():
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def b64(data):
-    if isinstance(data, str):
-        data = data.encode()
-    return base64.b64encode(data).decode()
-
-
-def unb64(s):
-    return base64.b64decode(s.encode(), validate=True)
-
-
-def pkey(key):
-    """Percent-encodes a key (bytes or str) for /kv/{key} or a query string."""
-    if isinstance(key, str):
-        key = key.encode()
-    return urllib.parse.quote_from_bytes(key, safe="")
-
+# ---- waiting ---------------------------------------------------------------------------------
 
 # the nodes of the running test: wait_until fails at once when one of them died unexpectedly
 _NODES = []
@@ -114,45 +93,13 @@ def wait_until(fn, timeout, what="condition", interval=0.05):
                 (timeout, what, " (last error: %r)" % last_exc if last_exc else ""))
 
 
-def sanitizer_findings(text):
-    """Sanitizer reports in a server's stderr, leaks through h2o's known allocations left out."""
-    found = []
-    for m in re.finditer(r"^.*runtime error:.*$", text, re.M):
-        found.append(m.group(0))
-    for m in re.finditer(r"^==\d+==ERROR: AddressSanitizer.*$", text, re.M):
-        found.append(m.group(0))
-    for m in re.finditer(r"^WARNING: ThreadSanitizer.*$", text, re.M):
-        found.append(m.group(0))
-    if "ERROR: LeakSanitizer" in text:
-        body = text.split("ERROR: LeakSanitizer", 1)[1]
-        for block in re.split(r"\n(?=(?:Direct|Indirect) leak of )", body):
-            if not re.match(r"(?:Direct|Indirect) leak of ", block.lstrip()):
-                continue
-            if any(f in block for f in IGNORED_LEAK_FRAMES):
-                continue
-            found.append(block.strip().splitlines()[0] + " ... " +
-                         " | ".join(l.strip() for l in block.splitlines()[1:8]))
-    return found
-
-
-def child_env(extra=None):
-    """The environment for a server: ours without any TRIEKV_* setting, plus sanitizer options."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRIEKV_")}
-    env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
-    env.setdefault("LSAN_OPTIONS", "suppressions=%s:print_suppressions=0" % LSAN_SUPPRESSIONS)
-    env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
-    if extra:
-        env.update(extra)
-    return env
-
-
 # ---- one node --------------------------------------------------------------------------------
 
 class NodeStartError(Exception):
     pass
 
 
-class Node:
+class Node(HttpVerbs):
     """One triekv-server process. Its ports and data dir are chosen once and kept across restarts.
 
     role "main": --replicas (list of base URLs) and --advertise-url are added.
@@ -172,7 +119,6 @@ class Node:
         self.expected_up = False
         self.starts = 0
         self.stderr_paths = []
-        self._err = None
         self._session = None
         self._lock = threading.Lock()
 
@@ -202,29 +148,18 @@ class Node:
         self.starts += 1
         path = str(self.tmp_path / ("%s-stderr-%d.log" % (self.name, self.starts)))
         self.stderr_paths.append(path)
-        if self._err is not None:
-            self._err.close()
-        self._err = open(path, "wb")
-        self.proc = subprocess.Popen(self.cmdline(), stdin=subprocess.DEVNULL, stdout=self._err,
-                                     stderr=self._err, env=child_env(self.env), cwd=str(self.tmp_path))
+        self.proc = spawn(self.cmdline(), path, child_env(self.env), cwd=str(self.tmp_path))
         self.expected_up = True
         if wait:
             self.wait_healthy()
         return self
 
     def wait_healthy(self, timeout=START_TIMEOUT):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise NodeStartError("%s exited with %s before serving: %s" %
-                                     (self.name, self.proc.returncode, self.log_last()[-3000:]))
-            try:
-                r = requests.get(self.url + "/health", timeout=2)
-                if r.status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.03)
+        if poll_health(self.proc, self.port, timeout):
+            return
+        if self.proc.poll() is not None:
+            raise NodeStartError("%s exited with %s before serving: %s" %
+                                 (self.name, self.proc.returncode, self.log_last()[-3000:]))
         raise NodeStartError("%s did not answer /health within %.0f s: %s" %
                              (self.name, timeout, self.log_last()[-3000:]))
 
@@ -234,22 +169,8 @@ class Node:
         self.expected_up = False
         if self.proc is None:
             return None
-        code = self.proc.poll()
-        if code is None:
-            try:
-                self.proc.send_signal(sig)
-            except ProcessLookupError:
-                pass
-            try:
-                code = self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-                code = "hung (SIGKILLed after %.0f s)" % timeout
-        if self._err is not None:
-            self._err.close()
-            self._err = None
-        return code
+        code = stop_process(self.proc, sig, timeout)
+        return "hung (SIGKILLed after %.0f s)" % timeout if code is None else code
 
     def kill9(self):
         return self.stop(signal.SIGKILL)
@@ -262,22 +183,11 @@ class Node:
     # -- output --------------------------------------------------------------------------------
 
     def log_last(self):
-        try:
-            with open(self.stderr_paths[-1], "rb") as f:
-                return f.read().decode(errors="replace")
-        except (IndexError, OSError):
-            return ""
+        return read_logs(self.stderr_paths[-1:])
 
     def log(self):
         """stderr of every start of this node, concatenated."""
-        out = []
-        for p in self.stderr_paths:
-            try:
-                with open(p, "rb") as f:
-                    out.append(f.read().decode(errors="replace"))
-            except OSError:
-                pass
-        return "".join(out)
+        return read_logs(self.stderr_paths)
 
     # -- HTTP ------------------------------------------------------------------------------------
 
@@ -296,18 +206,6 @@ class Node:
     def req(self, method, path, **kw):
         kw.setdefault("timeout", HTTP_TIMEOUT)
         return self.session().request(method, self.url + path, **kw)
-
-    def get(self, path, **kw):
-        return self.req("GET", path, **kw)
-
-    def put(self, path, data=b"", **kw):
-        return self.req("PUT", path, data=data, **kw)
-
-    def post(self, path, data=b"", **kw):
-        return self.req("POST", path, data=data, **kw)
-
-    def delete(self, path, **kw):
-        return self.req("DELETE", path, **kw)
 
     def stats(self):
         r = self.get("/stats")
@@ -479,18 +377,24 @@ class ClusterFactory:
         return problems
 
 
+def checked_teardown(owner):
+    """A fixture's body: yields owner (whose teardown() returns a list of problems) to the test,
+    then tears it down and fails the test if there was any problem."""
+    try:
+        yield owner
+    finally:
+        problems = owner.teardown()
+        _NODES[:] = []
+        if problems:
+            pytest.fail("after the test: " + "; ".join(problems)[:6000], pytrace=False)
+
+
 @pytest.fixture
 def cluster(tmp_path):
     f = ClusterFactory(tmp_path)
     _NODES[:] = []
     f.nodes = _NODES
-    try:
-        yield f
-    finally:
-        problems = f.teardown()
-        _NODES[:] = []
-        if problems:
-            pytest.fail("after the test: " + "; ".join(problems)[:6000], pytrace=False)
+    yield from checked_teardown(f)
 
 
 # ---- writers ----------------------------------------------------------------------------------------

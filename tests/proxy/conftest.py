@@ -12,18 +12,26 @@ Fixtures:
   proxy_bin  the proxy binary, for tests that start their own (bad shard maps)
 
 Helpers: Proxy (one triekv-proxy process), owner(key) -> "a" | "b", direct reads of the nodes.
+The process plumbing (free_port, child_env, sanitizer_findings, BIN_DIR, ...) comes from
+tests/support/triekv_procs.py, the nodes and wait_until from the cluster suite; tests may import
+all of these from here too.
 """
 import json
 import os
 import signal
-import subprocess
-import time
+import sys
 
 import pytest
 import requests
 
-from cluster.conftest import (BIN_DIR, HTTP_TIMEOUT, ClusterFactory, _NODES, child_env, free_port,
-                              sanitizer_findings, wait_converged, wait_until)
+_TESTS_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if _TESTS_DIR not in sys.path:  # pytest's default import mode puts it there, others may not
+    sys.path.insert(0, _TESTS_DIR)
+
+from cluster.conftest import (HTTP_TIMEOUT, ClusterFactory, _NODES, checked_teardown,  # noqa: E402
+                              wait_converged, wait_until)
+from support.triekv_procs import (BIN_DIR, HttpVerbs, child_env, free_port, poll_health,  # noqa: E402
+                                  read_logs, sanitizer_findings, spawn, stop_process)
 
 PROXY_BIN = os.path.join(BIN_DIR, "triekv-proxy")
 BOUNDARY = b"k5"  # keys below it are shard a's, the rest shard b's
@@ -36,7 +44,7 @@ def owner(key):
     return "a" if key < BOUNDARY else "b"
 
 
-class Proxy:
+class Proxy(HttpVerbs):
     """One triekv-proxy process with a proxy.json written from `shards` (a list of dicts)."""
 
     def __init__(self, tmp_path, shards, extra=None, name="proxy"):
@@ -49,7 +57,6 @@ class Proxy:
         self.config_path = str(tmp_path / (name + ".json"))
         self.proc = None
         self.stderr_paths = []
-        self._err = None
         self.session = requests.Session()
 
     @property
@@ -61,19 +68,9 @@ class Proxy:
             json.dump(self.config, f)
         path = str(self.tmp_path / ("%s-stderr-%d.log" % (self.name, len(self.stderr_paths) + 1)))
         self.stderr_paths.append(path)
-        self._err = open(path, "wb")
-        self.proc = subprocess.Popen([PROXY_BIN, "--config", self.config_path], stdin=subprocess.DEVNULL,
-                                     stdout=self._err, stderr=self._err, env=child_env(), cwd=str(self.tmp_path))
-        if wait:
-            deadline = time.monotonic() + START_TIMEOUT
-            while time.monotonic() < deadline:
-                assert self.proc.poll() is None, "the proxy exited with %s: %s" % (self.proc.returncode, self.log())
-                try:
-                    if requests.get(self.url + "/health", timeout=2).status_code == 200:
-                        return self
-                except requests.RequestException:
-                    pass
-                time.sleep(0.03)
+        self.proc = spawn([PROXY_BIN, "--config", self.config_path], path, child_env(), cwd=str(self.tmp_path))
+        if wait and not poll_health(self.proc, self.port, START_TIMEOUT):
+            assert self.proc.poll() is None, "the proxy exited with %s: %s" % (self.proc.returncode, self.log())
             pytest.fail("the proxy did not answer /health within %.0f s: %s" % (START_TIMEOUT, self.log()))
         return self
 
@@ -82,45 +79,16 @@ class Proxy:
         self.session = requests.Session()
         if self.proc is None:
             return None
-        code = self.proc.poll()
-        if code is None:
-            self.proc.send_signal(sig)
-            try:
-                code = self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-                code = "hung (SIGKILLed after %.0f s)" % timeout
-        if self._err is not None:
-            self._err.close()
-            self._err = None
-        return code
+        code = stop_process(self.proc, sig, timeout)
+        return "hung (SIGKILLed after %.0f s)" % timeout if code is None else code
 
     def log(self):
-        out = []
-        for p in self.stderr_paths:
-            try:
-                with open(p, "rb") as f:
-                    out.append(f.read().decode(errors="replace"))
-            except OSError:
-                pass
-        return "".join(out)
+        """stderr of every start of the proxy, concatenated."""
+        return read_logs(self.stderr_paths)
 
     def req(self, method, path, **kw):
         kw.setdefault("timeout", HTTP_TIMEOUT)
         return self.session.request(method, self.url + path, **kw)
-
-    def get(self, path, **kw):
-        return self.req("GET", path, **kw)
-
-    def put(self, path, data=b"", **kw):
-        return self.req("PUT", path, data=data, **kw)
-
-    def post(self, path, data=b"", **kw):
-        return self.req("POST", path, data=data, **kw)
-
-    def delete(self, path, **kw):
-        return self.req("DELETE", path, **kw)
 
     def stats(self, cluster=False):
         r = self.get("/stats" + ("?cluster=true" if cluster else ""))
@@ -191,14 +159,7 @@ class Topology:
 
 @pytest.fixture
 def topo(tmp_path):
-    t = Topology(tmp_path)
-    try:
-        yield t
-    finally:
-        problems = t.teardown()
-        _NODES[:] = []
-        if problems:
-            pytest.fail("after the test: " + "; ".join(problems)[:6000], pytrace=False)
+    yield from checked_teardown(Topology(tmp_path))
 
 
 @pytest.fixture
