@@ -282,6 +282,33 @@ enum kv_api_ep kv_api_kv_ep(h2o_iovec_t m)
     return KV_EP_OTHER;
 }
 
+bool kv_api_is_read(const h2o_req_t *req)
+{
+    h2o_iovec_t m = req->method, path = kv_http_path(req);
+    return h2o_memis(m.base, m.len, H2O_STRLIT("GET")) || h2o_memis(m.base, m.len, H2O_STRLIT("HEAD")) ||
+           h2o_memis(path.base, path.len, H2O_STRLIT("/bulk/get"));
+}
+
+int kv_api_min_seq(const h2o_req_t *req, uint64_t *seq)
+{
+    *seq = 0;
+    ssize_t h = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-triekv-min-seq"), -1);
+    if (h < 0)
+        return 0;
+    h2o_iovec_t v = req->headers.entries[h].value;
+    uint64_t want = 0;
+    bool ok = v.len > 0 && v.len <= 20;
+    for (size_t i = 0; ok && i < v.len; i++) {
+        unsigned d = (unsigned)(v.base[i] - '0');
+        ok = d <= 9 && want <= (UINT64_MAX - d) / 10;
+        want = want * 10 + d;
+    }
+    if (!ok)
+        return -1;
+    *seq = want;
+    return 0;
+}
+
 void kv_api_route(struct kv_http_req *r, const struct kv_api_handlers *h)
 {
     const struct {

@@ -183,6 +183,11 @@ struct kv_api_handlers {
 /* Counts r under its endpoint and calls its handler; answers 400 for /kv/ without a key, 405 with
  * an Allow header for a method an endpoint does not take, 404 for any other path. */
 void kv_api_route(struct kv_http_req *r, const struct kv_api_handlers *h);
+/* Whether req reads (GET, HEAD, or POST /bulk/get). */
+bool kv_api_is_read(const h2o_req_t *req);
+/* Read-your-writes: the X-Triekv-Min-Seq of req in *seq (0 when absent). 0, or -1 when the header
+ * is there but is not a sequence number (1 to 20 digits, at most UINT64_MAX). */
+int kv_api_min_seq(const h2o_req_t *req, uint64_t *seq);
 /* The endpoint of a /kv/ request by its method (KV_EP_OTHER for a method /kv/ does not take). */
 enum kv_api_ep kv_api_kv_ep(h2o_iovec_t method);
 

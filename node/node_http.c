@@ -138,13 +138,6 @@ static void min_seq_ready(struct node_req *r, bool timed_out, uint64_t seq, cons
                   (long long)r->node->cfg.replication_read_wait_ms);
 }
 
-static bool is_read(h2o_req_t *req)
-{
-    return h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET")) ||
-           h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD")) ||
-           (req->path.len >= 9 && memcmp(req->path.base, "/bulk/get", 9) == 0);
-}
-
 static bool path_is(h2o_iovec_t path, const char *p)
 {
     return h2o_memis(path.base, path.len, p, strlen(p));
@@ -163,19 +156,12 @@ static void on_req(struct kv_http_thread *kth, h2o_req_t *req)
     struct node *n = th->node;
     struct node_req *r = h2o_mem_alloc_pool(&req->pool, sizeof *r);
     *r = (struct node_req){.h = {.req = req, .th = kth, .ep = KV_EP_OTHER, .start_ns = kv_now_ns()}, .th = th, .node = n};
-    ssize_t h = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-triekv-min-seq"), -1);
-    if (h >= 0 && is_read(req)) {
-        h2o_iovec_t v = req->headers.entries[h].value;
-        uint64_t want = 0;
-        bool ok = v.len > 0 && v.len <= 20;
-        for (size_t i = 0; ok && i < v.len; i++) {
-            ok = v.base[i] >= '0' && v.base[i] <= '9' && want <= (UINT64_MAX - 9) / 10;
-            want = want * 10 + (uint64_t)(v.base[i] - '0');
-        }
-        if (!ok) {
-            kv_http_error(&r->h, 400, "bad_request", "X-Triekv-Min-Seq must be a sequence number");
-            return;
-        }
+    uint64_t want = 0;
+    if (kv_api_is_read(req) && kv_api_min_seq(req, &want) != 0) {
+        kv_http_error(&r->h, 400, "bad_request", "X-Triekv-Min-Seq must be a sequence number");
+        return;
+    }
+    if (want > 0) {
         struct triekv_stats st;
         triekv_stats(n->db, &st);
         if (st.seq < want) {
@@ -186,7 +172,7 @@ static void on_req(struct kv_http_thread *kth, h2o_req_t *req)
             return;
         }
     }
-    if (n->receiver && triekv_snapshot_active(n->db) && is_read(req) && !is_observability(req)) {
+    if (n->receiver && triekv_snapshot_active(n->db) && kv_api_is_read(req) && !is_observability(req)) {
         kv_http_error(&r->h, 503, "resyncing", "this replica is loading a snapshot from its main; retry shortly");
         return;
     }

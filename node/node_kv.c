@@ -187,6 +187,7 @@ void node_handle_kv(struct kv_http_req *h, h2o_iovec_t path)
     struct node_req *r = (struct node_req *)h;
     struct kv_buf kb = {0};
     if (kv_percent_decode(path.base + 4, path.len - 4, false, &kb) != KV_OK) {
+        kv_buf_free(&kb); /* what was decoded before the bad escape */
         kv_http_error(h, 400, "bad_request", "the key in the path has a malformed %%-escape");
         return;
     }

@@ -118,6 +118,8 @@ static int parse_body(struct bulk *b)
         return -1;
     }
     b->items = kv_calloc(b->n ? b->n : 1, sizeof *b->items);
+    /* item by item, in the node's order (a value's type, its key, then the value), so the first
+     * fault named is the one a node would name */
     struct kv_buf tmp = {0};
     int rc = 0;
     size_t i = 0;
@@ -132,6 +134,9 @@ static int parse_body(struct bulk *b)
             }
             b->items[i].key = json_string_value(v);
             b->items[i].key_len = json_string_length(v);
+            if ((rc = check_key(b, b->items[i].key, b->items[i].key_len, i, &tmp)) != 0)
+                break;
+            b->items[i].shard = (size_t)(proxy_map_find(&b->r->px->map, tmp.ptr, tmp.len) - b->r->px->map.shards);
         }
     } else {
         const char *k;
@@ -144,22 +149,19 @@ static int parse_body(struct bulk *b)
                 rc = -1;
                 break;
             }
+            if ((rc = check_key(b, k, klen, i, &tmp)) != 0)
+                break;
+            b->items[i].key = k;
+            b->items[i].key_len = klen;
+            b->items[i].value = v;
+            b->items[i].shard = (size_t)(proxy_map_find(&b->r->px->map, tmp.ptr, tmp.len) - b->r->px->map.shards);
             if (b->b64 && kv_base64_decode(json_string_value(v), json_string_length(v), &tmp) != KV_OK) {
                 kv_http_error(h, 400, "bad_base64", "value %zu is not valid base64", i);
                 rc = -1;
                 break;
             }
-            b->items[i].key = k;
-            b->items[i].key_len = klen;
-            b->items[i].value = v;
             i++;
         }
-    }
-    for (i = 0; rc == 0 && i < b->n; i++) {
-        struct item *it = &b->items[i];
-        rc = check_key(b, it->key, it->key_len, i, &tmp);
-        if (rc == 0)
-            it->shard = (size_t)(proxy_map_find(&b->r->px->map, tmp.ptr, tmp.len) - b->r->px->map.shards);
     }
     kv_buf_free(&tmp);
     return rc;
@@ -285,10 +287,15 @@ static void part_outcome(struct kv_buf *out, const struct proxy_fetch *f, bool *
 {
     *ok = false;
     if (f->status == 0) {
-        kv_buf_append_str(out, ",\"status\":502,\"error\":\"main_failed\",\"message\":");
         char msg[512];
-        snprintf(msg, sizeof msg, "no answer from the main (%s); this part may or may not have been applied",
-                 f->errstr);
+        if (f->sent) {
+            kv_buf_append_str(out, ",\"status\":502,\"error\":\"main_failed\",\"message\":");
+            snprintf(msg, sizeof msg, "no answer from the main (%s); this part may or may not have been applied",
+                     f->errstr);
+        } else {
+            kv_buf_append_str(out, ",\"status\":503,\"error\":\"main_unavailable\",\"message\":");
+            snprintf(msg, sizeof msg, "the main cannot be reached (%s); this part was not applied", f->errstr);
+        }
         kv_json_append_string(out, (const uint8_t *)msg, strlen(msg));
         return;
     }
@@ -442,6 +449,13 @@ static void reply_merged(struct bulk *b)
         struct proxy_fetch *f = b->parts[s];
         if (f == NULL)
             continue;
+        if (f->status == 0 && f->too_large) {
+            kv_http_error(h, 413, "response_too_large", "shard '%s' answered more than the proxy's max_response_bytes "
+                          "(%lld); ask for fewer keys at a time", m->shards[s].name,
+                          (long long)b->r->px->cfg.max_response_bytes);
+            rc = -1;
+            break;
+        }
         if (f->status == 0) {
             kv_http_error(h, 503, "shard_unavailable", "shard '%s': no backend answered (%s)", m->shards[s].name,
                           f->errstr);

@@ -37,6 +37,11 @@ static void on_req(struct kv_http_thread *kth, h2o_req_t *req)
     *r = (struct proxy_req){.h = {.req = req, .th = kth, .ep = KV_EP_OTHER, .start_ns = kv_now_ns()},
                             .th = th,
                             .px = th->px};
+    uint64_t seq;
+    if (kv_api_is_read(req) && kv_api_min_seq(req, &seq) != 0) { /* checked here: mains never see it */
+        kv_http_error(&r->h, 400, "bad_request", "X-Triekv-Min-Seq must be a sequence number");
+        return;
+    }
     kv_api_route(&r->h, &proxy_api);
 }
 

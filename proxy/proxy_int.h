@@ -36,7 +36,7 @@
 #define PROXY_DRAIN_MS 10000
 #define PROXY_POOL_IDLE_MS 2000            /* idle upstream connections close after this */
 #define PROXY_IDLE_PER_BACKEND 64          /* idle connections a loop keeps per backend */
-#define PROXY_STREAM_BUFFER_MAX (1u << 20) /* upstream bytes held for a slow client before reading pauses */
+#define PROXY_STREAM_BUFFER_MAX (256u << 10) /* upstream bytes held for a slow client before reading pauses */
 
 /* ---- configuration (proxy_config.c) ------------------------------------------------------------ */
 
@@ -188,6 +188,8 @@ struct proxy_fetch {
     struct kv_buf body;
     struct proxy_backend *backend; /* the one that answered, or the last one tried */
     char seq[24];                  /* its X-Triekv-Seq header, or "" */
+    bool sent;                     /* status 0: the request had gone out (a write may have applied) */
+    bool too_large;                /* status 0: the backend answered more than max_body bytes */
     /* for the caller */
     void *arg;
     size_t idx;

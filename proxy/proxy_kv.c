@@ -18,6 +18,7 @@ void proxy_handle_kv(struct kv_http_req *h, h2o_iovec_t path)
     int ep = h->ep;
     struct kv_buf key = {0};
     if (kv_percent_decode(path.base + 4, path.len - 4, false, &key) != KV_OK) {
+        kv_buf_free(&key); /* what was decoded before the bad escape */
         kv_http_error(&r->h, 400, "bad_request", "the key in the path has a malformed %%-escape");
         return;
     }

@@ -9,7 +9,8 @@
  * the page has room, the next shard is asked, from its start; shards are disjoint and in order, so
  * concatenating their pages keeps key order. A page ends when it is full, when a node ended its
  * own page early (its byte limit), when the answer passed max_response_bytes, or at the range's
- * end. Its cursor is the node's format (kv_cursor: the range and the last key), so nothing is
+ * end. A page that fills up at the end of a shard's part asks the later shards for one key each
+ * until one has a key of the range, so that the last page's next is null, as a node's is. Its cursor is the node's format (kv_cursor: the range and the last key), so nothing is
  * repeated or skipped whichever backends serve the next page.
  *
  * Nodes are asked with ?encoding=base64, so any bytes cross; the page is written in the client's
@@ -33,6 +34,7 @@ struct page {
     bool has_hi;
     struct kv_buf pos;   /* where the next shard request starts (inclusive) */
     bool from_cursor;    /* the first request continues after hr.range.after instead */
+    bool probing;        /* the page is full: later shards are only asked whether they hold a key */
     size_t shard;        /* the shard asked now */
     struct kv_buf out;   /* the items so far, as JSON */
     size_t count;
@@ -141,10 +143,26 @@ static bool shards_after(const struct page *g)
     return s->has_end && (!g->has_hi || kv_slice_cmp(sl(&s->end), sl(&g->hi)) < 0);
 }
 
+/* The next shard's part of the range, from its start. */
+static void next_shard(struct page *g)
+{
+    const struct proxy_shard *s = &g->r->px->map.shards[g->shard];
+    set_buf(&g->pos, sl(&s->end));
+    g->from_cursor = false;
+    g->shard++;
+    step(g);
+}
+
 static void on_shard_page(struct proxy_fetch *f)
 {
     struct page *g = f->arg;
     const struct proxy_shard *s = &g->r->px->map.shards[g->shard];
+    if (f->status == 0 && f->too_large) {
+        kv_http_error(&g->r->h, 413, "response_too_large",
+                      "shard '%s' answered a range page of more than the proxy's max_response_bytes (%lld); read "
+                      "its largest values with GET /kv/{key}", s->name, (long long)g->r->px->cfg.max_response_bytes);
+        return;
+    }
     if (f->status == 0) {
         kv_http_error(&g->r->h, 503, "shard_unavailable", "shard '%s': no backend answered (%s)", s->name, f->errstr);
         return;
@@ -164,12 +182,30 @@ static void on_shard_page(struct proxy_fetch *f)
         return;
     }
     bool node_more = !json_is_null(next);
+    if (g->probing) { /* the page is already full: does the range go on in this shard? */
+        bool any = json_array_size(items) > 0;
+        json_decref(j);
+        if (any || node_more)
+            finish(g, true);
+        else if (shards_after(g))
+            next_shard(g);
+        else
+            finish(g, false);
+        return;
+    }
     int rc = take_items(g, items);
     json_decref(j);
     if (rc != 0)
         return;
+    if (g->count >= g->hr.limit && !node_more && shards_after(g)) {
+        /* full at the end of this shard's part: a later shard may hold no key of the range, and the
+         * last page must say so (next null), as a node's does */
+        g->probing = true;
+        next_shard(g);
+        return;
+    }
     if (g->count >= g->hr.limit) {
-        finish(g, node_more || shards_after(g));
+        finish(g, node_more);
         return;
     }
     if (node_more || g->out.len > (size_t)g->r->px->cfg.max_response_bytes) {
@@ -180,10 +216,7 @@ static void on_shard_page(struct proxy_fetch *f)
         finish(g, false);
         return;
     }
-    set_buf(&g->pos, sl(&s->end));
-    g->from_cursor = false;
-    g->shard++;
-    step(g);
+    next_shard(g);
 }
 
 /* Asks the current shard for its part of the range from pos on (or after the cursor's key). */
@@ -194,7 +227,7 @@ static void step(struct page *g)
     bool hi_here = g->has_hi && (!s->has_end || kv_slice_cmp(sl(&g->hi), sl(&s->end)) < 0);
     const struct kv_buf *end = hi_here ? &g->hi : s->has_end ? &s->end : NULL;
     struct kv_buf q = {0};
-    kv_buf_printf(&q, "/bulk/range?encoding=base64&limit=%zu", g->hr.limit - g->count);
+    kv_buf_printf(&q, "/bulk/range?encoding=base64&limit=%zu", g->probing ? 1 : g->hr.limit - g->count);
     if (g->from_cursor) {
         struct kv_cursor c = {.start = sl(&g->pos), .has_end = end != NULL, .after = g->hr.range.after};
         if (end)
@@ -209,7 +242,7 @@ static void step(struct page *g)
             kv_percent_encode(end->ptr, end->len, &q);
         }
     }
-    if (g->hr.keys_only)
+    if (g->hr.keys_only || g->probing)
         kv_buf_append_str(&q, "&keys_only=true");
     char *path = h2o_mem_alloc_pool(&r->h.req->pool, q.len);
     memcpy(path, q.ptr, q.len);
@@ -225,8 +258,10 @@ static void step(struct page *g)
         order[0] = s->main; /* read-your-writes: a main has every write of its shard */
     else
         n = proxy_read_order(s, order);
-    proxy_fetch_start(r, &call, order, n, true, (size_t)r->px->cfg.max_response_bytes + (64u << 10), on_shard_page,
-                      g);
+    /* a node sends a value larger than its page limit alone on a page: room for the largest value
+     * the proxy passes on, in base64 */
+    size_t max = (size_t)r->px->cfg.max_response_bytes / 2 * 3 + (1u << 20);
+    proxy_fetch_start(r, &call, order, n, true, max, on_shard_page, g);
 }
 
 void proxy_handle_range(struct kv_http_req *h)

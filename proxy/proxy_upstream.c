@@ -21,8 +21,8 @@
  *   forward  status, headers and body go to the client as they arrive, through h2o's double buffer
  *            as h2o's own reverse proxy does it; while more than PROXY_STREAM_BUFFER_MAX bytes wait
  *            for a slow client, reading stops (and resumes as the client takes them), so a large
- *            value never sits whole in the proxy. A client that stays slower than
- *            upstream_timeout_ms between two reads fails the exchange.
+ *            value never sits whole in the proxy. The node's clock (upstream_timeout_ms) stops
+ *            meanwhile: a slow client is waited for, as a node waits for it.
  *   fetch    the body is collected (at most max_body bytes, else the exchange fails) and handed to
  *            the caller's callback, which builds the answer (bulk splits, range pages, stats).
  * Memory: an exchange lives in its request's pool; when h2o disposes of the request (answered, or
@@ -337,6 +337,7 @@ static void give_up(struct upstream *u)
     u->phase = PH_DONE;
     if (u->mode == UP_FETCH) {
         u->fetch.status = 0;
+        u->fetch.sent = u->sent;
         u->fetch.backend = u->order[u->at < u->n ? u->at : u->n - 1];
         snprintf(u->fetch.errstr, sizeof u->fetch.errstr, "%s", u->errors);
         u->cb(&u->fetch);
@@ -454,6 +455,7 @@ static void on_proceed(h2o_generator_t *g, h2o_req_t *req)
     if (u->paused && u->conn != NULL && u->conn->sock->input->size <= PROXY_STREAM_BUFFER_MAX / 2) {
         u->paused = false;
         h2o_socket_read_start(u->conn->sock, on_read);
+        touch_timer(u); /* the node owes bytes again */
     }
     do_send(u);
 }
@@ -487,8 +489,12 @@ static void forward_body(struct upstream *u, size_t fresh)
     if (u->body_left == 0)
         forward_body_done(u);
     else if (u->conn->sock->input->size > PROXY_STREAM_BUFFER_MAX && !u->paused) {
+        /* the client is slower than the node: stop reading, and stop the node's clock too (it is
+         * the client that keeps the rest waiting, as it would keep a node waiting) */
         u->paused = true;
         h2o_socket_read_stop(u->conn->sock);
+        if (h2o_timeout_is_linked(&u->io_timer))
+            h2o_timeout_unlink(&u->io_timer);
     }
     if (u->sending.bytes_inflight == 0)
         do_send(u);
@@ -582,6 +588,8 @@ static void on_head(struct upstream *u, struct head *hd, size_t head_len)
             snprintf(u->fetch.errstr, sizeof u->fetch.errstr, "%s answered %zu bytes, more than %zu", b->url,
                      u->body_left, u->max_body);
             u->fetch.status = 0;
+            u->fetch.too_large = true;
+            u->fetch.sent = true;
             u->phase = PH_DONE;
             detach(u, false);
             u->cb(&u->fetch);
