@@ -99,14 +99,15 @@ static void report(const char *name, uint64_t ops, uint64_t elapsed_ns, struct l
         p99 = (double)l->ns[l->n * 99 / 100] / 1e3;
     }
     double secs = (double)elapsed_ns / 1e9;
-    printf("%s%s\t%.0f\t%.3f\t%.2f\t%.2f\t%llu\n", name, name_tag, (double)ops / secs, secs * 1e6 / (double)ops, p50, p99,
-           (unsigned long long)ops);
+    printf("%s%s\t%.0f\t%.3f\t%.2f\t%.2f\t%llu\n", name, name_tag, (double)ops / secs,
+           secs * 1e6 / (double)ops, p50, p99, (unsigned long long)ops);
     fflush(stdout);
     if (l)
         free(l->ns);
 }
 
-static struct triekv *open_store(const struct bench *b, enum triekv_fsync mode, uint64_t cache_bytes, bool fresh)
+static struct triekv *open_store(const struct bench *b, enum triekv_fsync mode, uint64_t cache_bytes,
+                                 bool fresh)
 {
     if (fresh) {
         char cmd[1200];
@@ -179,7 +180,8 @@ static void *strict_main(void *arg)
         uint8_t k[KEY_LEN];
         make_key(permute(i % t->b->num, t->b->num, 2), k);
         uint64_t s = now_ns();
-        int rc = triekv_put(t->db, kv_slice_make(k, KEY_LEN), kv_slice_make(t->value, t->b->value_size), NULL);
+        int rc =
+            triekv_put(t->db, kv_slice_make(k, KEY_LEN), kv_slice_make(t->value, t->b->value_size), NULL);
         uint64_t e = now_ns();
         if (rc != KV_OK)
             exit(1);
@@ -338,9 +340,10 @@ int main(int argc, char **argv)
     free(b.value);
     return 0;
 usage:
-    fprintf(stderr, "usage: engine_bench --dir DIR [--num N] [--value-size B] [--seconds S] [--io auto|posix] "
-                    "[--page-size BYTES] [--tag SUFFIX] TEST...\n"
-                    "tests: fill_default fill_batch fill_interval fill_strict fill_strict32 get_cached "
-                    "get_smallcache scans\n");
+    fprintf(stderr,
+            "usage: engine_bench --dir DIR [--num N] [--value-size B] [--seconds S] [--io auto|posix] "
+            "[--page-size BYTES] [--tag SUFFIX] TEST...\n"
+            "tests: fill_default fill_batch fill_interval fill_strict fill_strict32 get_cached "
+            "get_smallcache scans\n");
     return 2;
 }

@@ -43,7 +43,7 @@ typedef void (*cache_release_fn)(void *arg, struct cache_entry *e);
 
 struct cache_stats {
     uint64_t budget_bytes;
-    uint64_t bytes;        /* all entries, pinned ones included */
+    uint64_t bytes; /* all entries, pinned ones included */
     uint64_t pinned_bytes;
     uint64_t entries;
     uint64_t pinned_entries;

@@ -85,8 +85,8 @@ static const char *type_word(const struct kv_cfg_key *k)
 static int range_check(const struct kv_cfg_key *k, int64_t v, const char *source, char *err)
 {
     if (v < k->min || v > k->max)
-        return fail(err, "config: %s must be from %lld to %lld, got %lld", source,
-                    (long long)k->min, (long long)k->max, (long long)v);
+        return fail(err, "config: %s must be from %lld to %lld, got %lld", source, (long long)k->min,
+                    (long long)k->max, (long long)v);
     return 0;
 }
 
@@ -109,7 +109,9 @@ static int set_json(const struct kv_cfg_key *k, void *cfg, json_t *v, const char
     case KV_CFG_INT: {
         /* the file is parsed with integers as doubles, so an integer too large for int64 still
          * reaches this check and its message names the key */
-        double d = json_is_real(v) ? json_real_value(v) : json_is_integer(v) ? (double)json_integer_value(v) : 0.5;
+        double d = json_is_real(v)      ? json_real_value(v)
+                   : json_is_integer(v) ? (double)json_integer_value(v)
+                                        : 0.5;
         if (!json_is_number(v) || d != (double)(int64_t)d || d < -9.2e18 || d > 9.2e18) {
             if (json_is_number(v) && d == d && (d < (double)k->min || d > (double)k->max))
                 return fail(err, "config: %s must be from %lld to %lld, got %.17g", source, (long long)k->min,
@@ -263,7 +265,8 @@ int kv_cfg_set_text(const struct kv_cfg_key *keys, void *cfg, const char *name, 
         return 0;
     case KV_CFG_JSON: {
         json_error_t je;
-        json_t *j = json_loads(value, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &je);
+        json_t *j =
+            json_loads(value, JSON_DECODE_ANY | JSON_REJECT_DUPLICATES | JSON_DECODE_INT_AS_REAL, &je);
         if (j == NULL)
             return fail(err, "config: %s must be JSON: %s", source, je.text);
         int rc = set_json(k, cfg, j, source, err);

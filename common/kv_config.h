@@ -34,11 +34,11 @@ struct kv_strlist {
 struct kv_cfg_key {
     const char *name;
     enum kv_cfg_type type;
-    size_t offset;               /* of the value in the config struct */
-    int64_t min, max;            /* KV_CFG_INT: inclusive range */
-    bool size_suffix;            /* KV_CFG_INT: text values may end in k, m or g */
-    const char *const *choices;  /* KV_CFG_ENUM: NULL-terminated */
-    const char *help;            /* one line, for --help */
+    size_t offset;              /* of the value in the config struct */
+    int64_t min, max;           /* KV_CFG_INT: inclusive range */
+    bool size_suffix;           /* KV_CFG_INT: text values may end in k, m or g */
+    const char *const *choices; /* KV_CFG_ENUM: NULL-terminated */
+    const char *help;           /* one line, for --help */
 };
 
 #define KV_CFG_ERR_MAX 512
@@ -61,7 +61,7 @@ void kv_cfg_set_string(char **field, const char *value);
 
 /* A program's command line: [--config FILE] [--check] [--KEY VALUE | --KEY=VALUE]... */
 struct kv_cfg_program {
-    const char *name;       /* "triekv-server", for --version */
+    const char *name; /* "triekv-server", for --version */
     const char *version;
     const char *env_prefix; /* "TRIEKV_" */
     void (*usage)(void);    /* prints --help */

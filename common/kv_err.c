@@ -24,12 +24,27 @@ static const char *const kv_err_text[] = {
 };
 
 static const char *const kv_err_name[] = {
-    "not_found",     "key_empty", "key_too_long",  "value_too_large", "batch_too_large", "precondition_failed",
-    "invalid",       "corrupt",   "read_only",     "locked",          "version",         "log_truncated",
-    "timeout",       "closed",    "forbidden",     "unavailable",     "busy",
+    "not_found",
+    "key_empty",
+    "key_too_long",
+    "value_too_large",
+    "batch_too_large",
+    "precondition_failed",
+    "invalid",
+    "corrupt",
+    "read_only",
+    "locked",
+    "version",
+    "log_truncated",
+    "timeout",
+    "closed",
+    "forbidden",
+    "unavailable",
+    "busy",
 };
 
-_Static_assert(sizeof kv_err_text / sizeof kv_err_text[0] == KV_E_END - KV_E_NOT_FOUND, "one message per code");
+_Static_assert(sizeof kv_err_text / sizeof kv_err_text[0] == KV_E_END - KV_E_NOT_FOUND,
+               "one message per code");
 _Static_assert(sizeof kv_err_name / sizeof kv_err_name[0] == KV_E_END - KV_E_NOT_FOUND, "one name per code");
 
 const char *kv_strerror(int err)

@@ -24,8 +24,8 @@ enum kv_err {
     KV_E_VERSION,         /* an on-disk format this build does not know */
     KV_E_LOG_TRUNCATED,   /* the commit log no longer holds that sequence number */
     KV_E_TIMEOUT,
-    KV_E_CLOSED,    /* the store is shutting down */
-    KV_E_FORBIDDEN, /* the operation is not allowed in this role or state */
+    KV_E_CLOSED,      /* the store is shutting down */
+    KV_E_FORBIDDEN,   /* the operation is not allowed in this role or state */
     KV_E_UNAVAILABLE, /* a peer could not be reached or did not answer in time */
     KV_E_BUSY,        /* the call would have to wait; nothing was done */
     KV_E_END          /* keep last */

@@ -20,11 +20,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define ACCEPTS_PER_WAKEUP 16 /* bounded work per listener wake-up; level-triggered polling wakes us again */
+#define ACCEPTS_PER_WAKEUP 16 /* bounded work per listener wake-up; level-triggered polling wakes us again   \
+                               */
 
 /* Upper bounds of the latency buckets, in microseconds (the last bucket is +Inf). */
-static const uint64_t bucket_us[KV_HTTP_HIST_BUCKETS] = {50,    100,   250,    500,    1000,   2500,
-                                                         5000,  10000, 25000,  50000,  100000, 250000,
+static const uint64_t bucket_us[KV_HTTP_HIST_BUCKETS] = {50,     100,     250,     500,     1000,   2500,
+                                                         5000,   10000,   25000,   50000,   100000, 250000,
                                                          500000, 1000000, 2500000, 10000000};
 
 struct kv_http_thread *kv_http_thread_at(struct kv_http_server *s, int i)
@@ -76,7 +77,8 @@ bool kv_http_is_head(const h2o_req_t *req)
 
 h2o_iovec_t kv_http_path(const h2o_req_t *req)
 {
-    h2o_iovec_t path = h2o_iovec_init(req->path.base, req->query_at == SIZE_MAX ? req->path.len : req->query_at);
+    h2o_iovec_t path =
+        h2o_iovec_init(req->path.base, req->query_at == SIZE_MAX ? req->path.len : req->query_at);
     if (path.len > 7 && memcmp(path.base, "http://", 7) == 0) { /* absolute form: GET http://host/kv/x */
         const char *slash = memchr(path.base + 7, '/', path.len - 7);
         size_t skip = slash ? (size_t)(slash - path.base) : path.len;
@@ -265,8 +267,8 @@ static void json_errors_register(h2o_pathconf_t *path)
 /* ---- the REST API's routes -------------------------------------------------------------------------- */
 
 const char *const kv_api_ep_names[KV_EP_COUNT] = {
-    "kv_get", "kv_head", "kv_put", "kv_delete", "bulk", "bulk_range", "bulk_get", "bulk_delete",
-    "stats",  "metrics", "health", "other",
+    "kv_get",   "kv_head",     "kv_put", "kv_delete", "bulk",   "bulk_range",
+    "bulk_get", "bulk_delete", "stats",  "metrics",   "health", "other",
 };
 
 enum kv_api_ep kv_api_kv_ep(h2o_iovec_t m)
@@ -335,7 +337,8 @@ void kv_api_route(struct kv_http_req *r, const struct kv_api_handlers *h)
             h->kv(r, path);
         return;
     }
-    if (h2o_memis(path.base, path.len, H2O_STRLIT("/kv/")) || h2o_memis(path.base, path.len, H2O_STRLIT("/kv"))) {
+    if (h2o_memis(path.base, path.len, H2O_STRLIT("/kv/")) ||
+        h2o_memis(path.base, path.len, H2O_STRLIT("/kv"))) {
         r->ep = KV_EP_KV_GET;
         kv_http_error(r, 400, "key_empty", "the key is empty: use /kv/{key} with a percent-encoded key");
         return;
@@ -349,7 +352,8 @@ void kv_api_route(struct kv_http_req *r, const struct kv_api_handlers *h)
         }
     }
     r->ep = KV_EP_OTHER;
-    kv_http_error(r, 404, "not_found", "no such endpoint: %.*s", (int)(path.len > 200 ? 200 : path.len), path.base);
+    kv_http_error(r, 404, "not_found", "no such endpoint: %.*s", (int)(path.len > 200 ? 200 : path.len),
+                  path.base);
 }
 
 /* ---- query strings ------------------------------------------------------------------------------- */
@@ -370,7 +374,8 @@ int kv_http_query_parse(struct kv_http_req *r, struct kv_http_query *q)
             continue;
         }
         if (q->n == KV_HTTP_QUERY_PARAMS_MAX) {
-            kv_http_error(r, 400, "bad_request", "too many query parameters (at most %d)", KV_HTTP_QUERY_PARAMS_MAX);
+            kv_http_error(r, 400, "bad_request", "too many query parameters (at most %d)",
+                          KV_HTTP_QUERY_PARAMS_MAX);
             return -1;
         }
         const char *eq = memchr(s, '=', (size_t)(stop - s));
@@ -452,7 +457,8 @@ int kv_http_param_bool(struct kv_http_req *r, const struct kv_http_param *p, boo
         return 0;
     if (kv_slice_eq(p->value, kv_slice_make("true", 4)) || kv_slice_eq(p->value, kv_slice_make("1", 1)))
         *out = true;
-    else if (!kv_slice_eq(p->value, kv_slice_make("false", 5)) && !kv_slice_eq(p->value, kv_slice_make("0", 1))) {
+    else if (!kv_slice_eq(p->value, kv_slice_make("false", 5)) &&
+             !kv_slice_eq(p->value, kv_slice_make("0", 1))) {
         kv_http_error(r, 400, "bad_request", "%s must be true or false", p->name);
         return -1;
     }
@@ -517,8 +523,8 @@ int kv_http_range_parse(struct kv_http_req *r, struct kv_http_query *q, size_t m
         return -1;
     }
     bool same = (prefix == NULL && start == NULL && end == NULL) ||
-                (c.has_prefix == rg->has_prefix && kv_slice_eq(c.start, rg->start) && c.has_end == rg->has_end &&
-                 (!rg->has_end || kv_slice_eq(c.end, rg->end)));
+                (c.has_prefix == rg->has_prefix && kv_slice_eq(c.start, rg->start) &&
+                 c.has_end == rg->has_end && (!rg->has_end || kv_slice_eq(c.end, rg->end)));
     if (!same) {
         kv_http_error(r, 400, "bad_cursor", "the cursor belongs to another range");
         return -1;
@@ -571,7 +577,8 @@ void kv_http_stats_json(struct kv_http_server *s, struct kv_buf *b)
                   (long long)atomic_load(&s->connections), (unsigned long long)t.connections_accepted,
                   (unsigned long long)t.connections_refused);
     for (int e = 0; e < s->cfg.ep_count; e++)
-        kv_buf_printf(b, "%s\"%s\":%llu", e ? "," : "", s->cfg.ep_names[e], (unsigned long long)t.ep_requests[e]);
+        kv_buf_printf(b, "%s\"%s\":%llu", e ? "," : "", s->cfg.ep_names[e],
+                      (unsigned long long)t.ep_requests[e]);
     kv_buf_append_byte(b, '}');
 }
 
@@ -589,20 +596,23 @@ void kv_http_metrics_text(struct kv_http_server *s, const char *prefix, struct k
     snprintf(name, sizeof name, "%s_connections", prefix);
     kv_http_metric(b, name, "gauge", "Open client connections.", (double)atomic_load(&s->connections));
     snprintf(name, sizeof name, "%s_connections_refused_total", prefix);
-    kv_http_metric(b, name, "counter", "Connections refused over max_connections.", (double)t.connections_refused);
-    kv_buf_printf(b, "# HELP %s_http_requests_total HTTP requests by endpoint and status class.\n"
-                     "# TYPE %s_http_requests_total counter\n",
+    kv_http_metric(b, name, "counter", "Connections refused over max_connections.",
+                   (double)t.connections_refused);
+    kv_buf_printf(b,
+                  "# HELP %s_http_requests_total HTTP requests by endpoint and status class.\n"
+                  "# TYPE %s_http_requests_total counter\n",
                   prefix, prefix);
     for (int e = 0; e < s->cfg.ep_count; e++) {
         for (int c = 1; c <= 5; c++) {
             uint64_t v = t.requests[e][c];
             if (v)
-                kv_buf_printf(b, "%s_http_requests_total{endpoint=\"%s\",code=\"%dxx\"} %llu\n", prefix, names[e], c,
-                              (unsigned long long)v);
+                kv_buf_printf(b, "%s_http_requests_total{endpoint=\"%s\",code=\"%dxx\"} %llu\n", prefix,
+                              names[e], c, (unsigned long long)v);
         }
     }
-    kv_buf_printf(b, "# HELP %s_http_request_duration_seconds Time from request to response.\n"
-                     "# TYPE %s_http_request_duration_seconds histogram\n",
+    kv_buf_printf(b,
+                  "# HELP %s_http_request_duration_seconds Time from request to response.\n"
+                  "# TYPE %s_http_request_duration_seconds histogram\n",
                   prefix, prefix);
     for (int e = 0; e < s->cfg.ep_count; e++) {
         uint64_t cum = 0;
@@ -611,10 +621,11 @@ void kv_http_metrics_text(struct kv_http_server *s, const char *prefix, struct k
         for (int k = 0; k <= KV_HTTP_HIST_BUCKETS; k++) {
             cum += t.latency[e][k];
             if (k < KV_HTTP_HIST_BUCKETS)
-                kv_buf_printf(b, "%s_http_request_duration_seconds_bucket{endpoint=\"%s\",le=\"%g\"} %llu\n", prefix,
-                              names[e], (double)bucket_us[k] / 1e6, (unsigned long long)cum);
+                kv_buf_printf(b, "%s_http_request_duration_seconds_bucket{endpoint=\"%s\",le=\"%g\"} %llu\n",
+                              prefix, names[e], (double)bucket_us[k] / 1e6, (unsigned long long)cum);
             else
-                kv_buf_printf(b, "%s_http_request_duration_seconds_bucket{endpoint=\"%s\",le=\"+Inf\"} %llu\n",
+                kv_buf_printf(b,
+                              "%s_http_request_duration_seconds_bucket{endpoint=\"%s\",le=\"+Inf\"} %llu\n",
                               prefix, names[e], (unsigned long long)cum);
         }
         kv_buf_printf(b, "%s_http_request_duration_seconds_sum{endpoint=\"%s\"} %.6f\n", prefix, names[e],
@@ -735,16 +746,16 @@ static void *thread_main(void *arg)
     h2o_context_request_shutdown(&th->ctx);
     /* Idle keep-alive connections close now; a request still arriving gets a short grace to
      * finish (h2o's request timeout counts from when the connection started waiting for it). */
-    th->ctx.http1.req_timeout.timeout = (uint64_t)(s->cfg.request_timeout_ms < KV_HTTP_SHUTDOWN_GRACE_MS
-                                                       ? s->cfg.request_timeout_ms
-                                                       : KV_HTTP_SHUTDOWN_GRACE_MS);
+    th->ctx.http1.req_timeout.timeout =
+        (uint64_t)(s->cfg.request_timeout_ms < KV_HTTP_SHUTDOWN_GRACE_MS ? s->cfg.request_timeout_ms
+                                                                         : KV_HTTP_SHUTDOWN_GRACE_MS);
     close_idle(th);
     uint64_t deadline = kv_now_ms() + s->cfg.drain_ms;
     while ((th->connections > 0 || th->busy > 0) && kv_now_ms() < deadline)
         h2o_evloop_run(th->loop, 10);
     if (th->connections > 0 || th->busy > 0) {
-        kv_log_warn(s->cfg.name, "thread %d: %llu connections still open after %llu ms; leaving them", th->idx,
-                    (unsigned long long)th->connections, (unsigned long long)s->cfg.drain_ms);
+        kv_log_warn(s->cfg.name, "thread %d: %llu connections still open after %llu ms; leaving them",
+                    th->idx, (unsigned long long)th->connections, (unsigned long long)s->cfg.drain_ms);
         return NULL; /* h2o asserts on disposing a context with live connections: skip it */
     }
     if (s->cfg.thread_stop)
@@ -811,7 +822,8 @@ static void setup_h2o(struct kv_http_server *s)
     s->globalconf.http2.callbacks.request_shutdown = NULL; /* no HTTP/2: no GOAWAY timer at shutdown */
     s->globalconf.http1.req_timeout = (uint64_t)s->cfg.request_timeout_ms;
     s->globalconf.max_request_entity_size = s->cfg.max_request_body;
-    h2o_hostconf_t *host = h2o_config_register_host(&s->globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_hostconf_t *host =
+        h2o_config_register_host(&s->globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
     json_errors_register(path);
     json_errors_register(&host->fallback_path); /* where h2o's early errors are bound */

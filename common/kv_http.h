@@ -27,10 +27,10 @@
 #include "common/kv_codec.h"
 #include "common/kv_err.h"
 
-#define KV_HTTP_THREADS_MAX 256
-#define KV_HTTP_EP_MAX 16           /* endpoints a program may count requests for */
-#define KV_HTTP_HIST_BUCKETS 16     /* latency histogram upper bounds (kv_http.c), plus +Inf */
-#define KV_HTTP_QUERY_PARAMS_MAX 16 /* a query string with more is refused */
+#define KV_HTTP_THREADS_MAX       256
+#define KV_HTTP_EP_MAX            16   /* endpoints a program may count requests for */
+#define KV_HTTP_HIST_BUCKETS      16   /* latency histogram upper bounds (kv_http.c), plus +Inf */
+#define KV_HTTP_QUERY_PARAMS_MAX  16   /* a query string with more is refused */
 #define KV_HTTP_SHUTDOWN_GRACE_MS 2000 /* shutdown: a request still arriving may take this long */
 
 /* One thread's request counters: written by that thread only, read by any (relaxed atomics). */
@@ -73,14 +73,14 @@ struct kv_http_config {
     const char *server_header; /* the Server header: "triekv/0.1.0" */
     const char *bind;          /* numeric IPv4 or IPv6 address */
     int port;
-    int threads;               /* 0: one per core */
-    int64_t max_connections;   /* over it, new connections are closed at once */
+    int threads;             /* 0: one per core */
+    int64_t max_connections; /* over it, new connections are closed at once */
     int64_t request_timeout_ms;
-    size_t max_request_body;   /* h2o answers 413 to a larger Content-Length before reading it */
-    uint64_t drain_ms;         /* shutdown: time given to requests in flight */
+    size_t max_request_body;     /* h2o answers 413 to a larger Content-Length before reading it */
+    uint64_t drain_ms;           /* shutdown: time given to requests in flight */
     const char *const *ep_names; /* ep_count names, for /stats and /metrics */
     int ep_count;
-    size_t thread_size;        /* sizeof the program's thread struct (>= sizeof struct kv_http_thread) */
+    size_t thread_size; /* sizeof the program's thread struct (>= sizeof struct kv_http_thread) */
     /* On the loop thread, before it serves / after it drained (may be NULL). */
     void (*thread_start)(struct kv_http_thread *th);
     void (*thread_stop)(struct kv_http_thread *th);

@@ -20,8 +20,8 @@ void kv_log(enum kv_log_level level, const char *component, const char *fmt, ...
     __attribute__((format(printf, 3, 4)));
 
 #define kv_log_error(comp, ...) kv_log(KV_LOG_ERROR, comp, __VA_ARGS__)
-#define kv_log_warn(comp, ...) kv_log(KV_LOG_WARN, comp, __VA_ARGS__)
-#define kv_log_info(comp, ...) kv_log(KV_LOG_INFO, comp, __VA_ARGS__)
+#define kv_log_warn(comp, ...)  kv_log(KV_LOG_WARN, comp, __VA_ARGS__)
+#define kv_log_info(comp, ...)  kv_log(KV_LOG_INFO, comp, __VA_ARGS__)
 #define kv_log_debug(comp, ...) kv_log(KV_LOG_DEBUG, comp, __VA_ARGS__)
 
 #endif

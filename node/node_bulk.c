@@ -31,26 +31,27 @@ static int body_json(struct node_req *r, json_t **out)
     }
     if (body.len > (size_t)r->node->cfg.max_bulk_bytes) {
         kv_http_error(&r->h, 413, "payload_too_large", "the body has %zu bytes; the limit is %lld", body.len,
-                         (long long)r->node->cfg.max_bulk_bytes);
+                      (long long)r->node->cfg.max_bulk_bytes);
         return -1;
     }
     json_error_t je;
     *out = json_loadb(body.base, body.len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
     if (*out == NULL) {
         if (strstr(je.text, "NUL byte in object key"))
-            kv_http_error(&r->h, 400, "bad_json", "a key holds a NUL byte, which JSON object keys cannot carry "
-                                                 "here: send keys and values base64-encoded with ?encoding=base64");
+            kv_http_error(&r->h, 400, "bad_json",
+                          "a key holds a NUL byte, which JSON object keys cannot carry "
+                          "here: send keys and values base64-encoded with ?encoding=base64");
         else
             kv_http_error(&r->h, 400, "bad_json", "invalid JSON at line %d column %d: %s", je.line, je.column,
-                             je.text);
+                          je.text);
         return -1;
     }
     return 0;
 }
 
 /* A key or value from a JSON string, decoded from base64 when asked. what names it in errors. */
-static int json_bytes(struct node_req *r, const char *s, size_t len, bool b64, struct kv_buf *out, const char *what,
-                      size_t index)
+static int json_bytes(struct node_req *r, const char *s, size_t len, bool b64, struct kv_buf *out,
+                      const char *what, size_t index)
 {
     out->len = 0;
     if (!b64) {
@@ -72,7 +73,7 @@ static int check_key(struct node_req *r, const struct kv_buf *k, size_t index)
     }
     if (k->len > (size_t)r->node->cfg.max_key_size) {
         kv_http_error(&r->h, 400, "key_too_long", "key %zu has %zu bytes; the limit is %lld", index, k->len,
-                         (long long)r->node->cfg.max_key_size);
+                      (long long)r->node->cfg.max_key_size);
         return -1;
     }
     return 0;
@@ -92,7 +93,7 @@ static int keys_body(struct node_req *r, json_t **root, json_t **arr)
     if (json_array_size(*arr) > (size_t)r->node->cfg.max_bulk_items) {
         json_decref(*root);
         kv_http_error(&r->h, 413, "too_many_items", "%zu keys; the limit is %lld", json_array_size(*arr),
-                         (long long)r->node->cfg.max_bulk_items);
+                      (long long)r->node->cfg.max_bulk_items);
         return -1;
     }
     return 0;
@@ -117,7 +118,8 @@ void node_handle_bulk(struct kv_http_req *h)
     struct node_req *r = (struct node_req *)h;
     struct kv_http_query q;
     bool b64;
-    if (kv_http_query_parse(&r->h, &q) != 0 || kv_http_query_encoding(&r->h, &q, &b64) != 0 || kv_http_query_check_unused(&r->h, &q) != 0)
+    if (kv_http_query_parse(&r->h, &q) != 0 || kv_http_query_encoding(&r->h, &q, &b64) != 0 ||
+        kv_http_query_check_unused(&r->h, &q) != 0)
         return;
     if (r->node->cfg.is_replica) {
         node_reply_replica_write(r);
@@ -135,7 +137,7 @@ void node_handle_bulk(struct kv_http_req *h)
     if (n > (size_t)r->node->cfg.max_bulk_items) {
         json_decref(root);
         kv_http_error(&r->h, 413, "too_many_items", "%zu items; the limit is %lld", n,
-                         (long long)r->node->cfg.max_bulk_items);
+                      (long long)r->node->cfg.max_bulk_items);
         return;
     }
     struct triekv_batch *b = triekv_batch_create();
@@ -157,12 +159,13 @@ void node_handle_bulk(struct kv_http_req *h)
             break;
         }
         if (v.len > (size_t)r->node->cfg.max_value_size) {
-            kv_http_error(&r->h, 413, "value_too_large", "value %zu has %zu bytes; the limit is %lld", i, v.len,
-                             (long long)r->node->cfg.max_value_size);
+            kv_http_error(&r->h, 413, "value_too_large", "value %zu has %zu bytes; the limit is %lld", i,
+                          v.len, (long long)r->node->cfg.max_value_size);
             bad = 1;
             break;
         }
-        int rc = triekv_batch_put(b, kv_slice_make(k.ptr, k.len), kv_slice_make(v.ptr, v.len), TRIEKV_IF_ANY, 0);
+        int rc =
+            triekv_batch_put(b, kv_slice_make(k.ptr, k.len), kv_slice_make(v.ptr, v.len), TRIEKV_IF_ANY, 0);
         if (rc != KV_OK) {
             node_reply_rc(r, rc, "bulk write");
             bad = 1;
@@ -182,7 +185,8 @@ void node_handle_bulk(struct kv_http_req *h)
 
 /* ---- POST /bulk/delete ---------------------------------------------------------------------------- */
 
-static void bulk_delete_done(struct node_req *r, int rc, const struct triekv_write_result *res, const void *arg)
+static void bulk_delete_done(struct node_req *r, int rc, const struct triekv_write_result *res,
+                             const void *arg)
 {
     size_t count = *(const size_t *)arg;
     if (rc != KV_OK) {
@@ -199,7 +203,8 @@ void node_handle_bulk_delete(struct kv_http_req *h)
     struct node_req *r = (struct node_req *)h;
     struct kv_http_query q;
     bool b64;
-    if (kv_http_query_parse(&r->h, &q) != 0 || kv_http_query_encoding(&r->h, &q, &b64) != 0 || kv_http_query_check_unused(&r->h, &q) != 0)
+    if (kv_http_query_parse(&r->h, &q) != 0 || kv_http_query_encoding(&r->h, &q, &b64) != 0 ||
+        kv_http_query_check_unused(&r->h, &q) != 0)
         return;
     if (r->node->cfg.is_replica) {
         node_reply_replica_write(r);
@@ -260,7 +265,8 @@ void node_handle_bulk_get(struct kv_http_req *h)
     struct node_req *r = (struct node_req *)h;
     struct kv_http_query q;
     bool b64;
-    if (kv_http_query_parse(&r->h, &q) != 0 || kv_http_query_encoding(&r->h, &q, &b64) != 0 || kv_http_query_check_unused(&r->h, &q) != 0)
+    if (kv_http_query_parse(&r->h, &q) != 0 || kv_http_query_encoding(&r->h, &q, &b64) != 0 ||
+        kv_http_query_check_unused(&r->h, &q) != 0)
         return;
     json_t *root, *arr;
     if (keys_body(r, &root, &arr) != 0)
@@ -300,8 +306,8 @@ void node_handle_bulk_get(struct kv_http_req *h)
             if (bytes > (uint64_t)r->node->cfg.max_bulk_bytes) {
                 triekv_value_release(v);
                 kv_http_error(&r->h, 413, "response_too_large",
-                                 "the values would pass %lld bytes; ask for fewer keys at a time",
-                                 (long long)r->node->cfg.max_bulk_bytes);
+                              "the values would pass %lld bytes; ask for fewer keys at a time",
+                              (long long)r->node->cfg.max_bulk_bytes);
                 bad = 1;
                 break;
             }
@@ -371,8 +377,8 @@ void node_handle_range(struct kv_http_req *h)
     struct kv_http_range hr;
     struct kv_buf raw = {0};
     if (kv_http_query_parse(&r->h, &q) != 0 || kv_http_query_encoding(&r->h, &q, &b64) != 0 ||
-        kv_http_range_parse(&r->h, &q, (size_t)r->node->cfg.max_key_size, (size_t)r->node->cfg.max_range_response,
-                            &raw, &hr) != 0 ||
+        kv_http_range_parse(&r->h, &q, (size_t)r->node->cfg.max_key_size,
+                            (size_t)r->node->cfg.max_range_response, &raw, &hr) != 0 ||
         kv_http_query_check_unused(&r->h, &q) != 0) {
         kv_buf_free(&raw);
         return;
@@ -396,8 +402,9 @@ void node_handle_range(struct kv_http_req *h)
     struct triekv_scan_result res;
     int rc = triekv_scan(r->node->db, &rg, range_visit, &o, &res);
     if (rc == KV_E_INVALID && o.bad_utf8) {
-        kv_http_error(&r->h, 400, "not_utf8", "a key or value in this range is not valid UTF-8; ask with "
-                                              "?encoding=base64");
+        kv_http_error(&r->h, 400, "not_utf8",
+                      "a key or value in this range is not valid UTF-8; ask with "
+                      "?encoding=base64");
     } else if (rc == KV_E_INVALID) {
         kv_http_error(&r->h, 400, "bad_range", "start_key must not be greater than end_key");
     } else if (rc != KV_OK) {

@@ -27,8 +27,10 @@ const struct kv_cfg_key node_config_keys[] = {
     {"replication_port", KV_CFG_INT, K(replication_port), 1, 65535, false, NULL,
      "TCP port a replica takes the replication stream on"},
     {"bind", KV_CFG_STRING, K(bind), 0, 0, false, NULL, "address to listen on (IPv4 or IPv6)"},
-    {"data_dir", KV_CFG_STRING, K(data_dir), 0, 0, false, NULL, "directory of the store (created if missing)"},
-    {"is_replica", KV_CFG_BOOL, K(is_replica), 0, 0, false, NULL, "serve reads only; writes come from the main"},
+    {"data_dir", KV_CFG_STRING, K(data_dir), 0, 0, false, NULL,
+     "directory of the store (created if missing)"},
+    {"is_replica", KV_CFG_BOOL, K(is_replica), 0, 0, false, NULL,
+     "serve reads only; writes come from the main"},
     {"replicas", KV_CFG_STRLIST, K(replicas), 0, 0, false, NULL,
      "base URLs of the replicas' replication ports (main only)"},
     {"cluster_id", KV_CFG_STRING, K(cluster_id), 0, 0, false, NULL, "name shared by a main and its replicas"},
@@ -57,7 +59,8 @@ const struct kv_cfg_key node_config_keys[] = {
      "open client connections; more are refused"},
     {"request_timeout_ms", KV_CFG_INT, K(request_timeout_ms), 100, 3600000, false, NULL,
      "time a client has to send a whole request (idle keep-alive included)"},
-    {"threads", KV_CFG_INT, K(threads), 0, KV_HTTP_THREADS_MAX, false, NULL, "event loop threads (0: one per core)"},
+    {"threads", KV_CFG_INT, K(threads), 0, KV_HTTP_THREADS_MAX, false, NULL,
+     "event loop threads (0: one per core)"},
     {"log_level", KV_CFG_ENUM, K(log_level), 0, 0, false, log_levels, "least severe log level written"},
     {"io_backend", KV_CFG_ENUM, K(io_backend), 0, 0, false, io_backends,
      "file I/O: io_uring where the kernel allows it, else POSIX"},
@@ -160,15 +163,15 @@ static int check(const struct node_config *c, char *err)
     struct in6_addr a6;
     struct in_addr a4;
     if (inet_pton(AF_INET, c->bind, &a4) != 1 && inet_pton(AF_INET6, c->bind, &a6) != 1)
-        return bad(err, "config: 'bind' must be an IPv4 or IPv6 address, got \"%s\"",
-                        c->bind);
+        return bad(err, "config: 'bind' must be an IPv4 or IPv6 address, got \"%s\"", c->bind);
     if (c->data_dir[0] == 0)
         return bad(err, "config: 'data_dir' must not be empty");
     if (c->port == c->replication_port && c->is_replica)
         return bad(err, "config: 'port' and 'replication_port' must differ");
     for (size_t i = 0; i < c->replicas.n; i++) {
         if (!kv_cfg_http_url_ok(c->replicas.v[i]))
-            return bad(err, "config: 'replicas' item %zu must be an http:// URL (http://host:port), got \"%s\"", i,
+            return bad(err,
+                       "config: 'replicas' item %zu must be an http:// URL (http://host:port), got \"%s\"", i,
                        c->replicas.v[i]);
     }
     if (c->is_replica && c->replicas.n > 0)
@@ -183,8 +186,9 @@ static int check(const struct node_config *c, char *err)
         return bad(err, "config: 'replicas' may list at most %d replicas", REPL_MAX_REPLICAS);
     if (strcmp(c->replication_mode, "sync") == 0 && !c->is_replica &&
         (int64_t)c->replicas.n < c->min_replica_acks)
-        return bad(err, "config: 'min_replica_acks' is %lld but 'replicas' lists %zu: sync writes could never "
-                        "be acknowledged",
+        return bad(err,
+                   "config: 'min_replica_acks' is %lld but 'replicas' lists %zu: sync writes could never "
+                   "be acknowledged",
                    (long long)c->min_replica_acks, c->replicas.n);
     if (c->advertise_url[0] && !kv_cfg_http_url_ok(c->advertise_url))
         return bad(err, "config: 'advertise_url' must be an http:// URL, got \"%s\"", c->advertise_url);

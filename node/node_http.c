@@ -32,7 +32,7 @@ struct node_guard;
 
 struct node_write_job {
     h2o_multithread_message_t msg;
-    struct node_req *r;   /* NULL once the request is gone */
+    struct node_req *r; /* NULL once the request is gone */
     struct node_guard *guard;
     struct node_thread *th;
     node_write_reply_fn reply;
@@ -155,7 +155,8 @@ static void on_req(struct kv_http_thread *kth, h2o_req_t *req)
     struct node_thread *th = (struct node_thread *)kth;
     struct node *n = th->node;
     struct node_req *r = h2o_mem_alloc_pool(&req->pool, sizeof *r);
-    *r = (struct node_req){.h = {.req = req, .th = kth, .ep = KV_EP_OTHER, .start_ns = kv_now_ns()}, .th = th, .node = n};
+    *r = (struct node_req){
+        .h = {.req = req, .th = kth, .ep = KV_EP_OTHER, .start_ns = kv_now_ns()}, .th = th, .node = n};
     uint64_t want = 0;
     if (kv_api_is_read(req) && kv_api_min_seq(req, &want) != 0) {
         kv_http_error(&r->h, 400, "bad_request", "X-Triekv-Min-Seq must be a sequence number");
@@ -173,7 +174,8 @@ static void on_req(struct kv_http_thread *kth, h2o_req_t *req)
         }
     }
     if (n->receiver && triekv_snapshot_active(n->db) && kv_api_is_read(req) && !is_observability(req)) {
-        kv_http_error(&r->h, 503, "resyncing", "this replica is loading a snapshot from its main; retry shortly");
+        kv_http_error(&r->h, 503, "resyncing",
+                      "this replica is loading a snapshot from its main; retry shortly");
         return;
     }
     dispatch(r);
@@ -188,8 +190,9 @@ static void thread_start(struct kv_http_thread *kth)
     th->node = n;
     h2o_multithread_register_receiver(kth->ctx.queue, &th->done_rx, on_write_done);
     h2o_multithread_register_receiver(kth->ctx.queue, &th->seq_rx, node_seq_on_ready);
-    h2o_timeout_init(kth->loop, &th->wait_timeout,
-                     (uint64_t)(n->cfg.is_replica ? n->cfg.replication_read_wait_ms : n->cfg.replication_timeout_ms));
+    h2o_timeout_init(
+        kth->loop, &th->wait_timeout,
+        (uint64_t)(n->cfg.is_replica ? n->cfg.replication_read_wait_ms : n->cfg.replication_timeout_ms));
 }
 
 static void thread_stop(struct kv_http_thread *kth)
@@ -206,7 +209,8 @@ static void thread_stop(struct kv_http_thread *kth)
 static int start(struct node *n, char *err, size_t errlen)
 {
     /* The largest body any endpoint accepts; h2o answers 413 before reading a larger one. */
-    int64_t body_max = n->cfg.max_value_size > n->cfg.max_bulk_bytes ? n->cfg.max_value_size : n->cfg.max_bulk_bytes;
+    int64_t body_max =
+        n->cfg.max_value_size > n->cfg.max_bulk_bytes ? n->cfg.max_value_size : n->cfg.max_bulk_bytes;
     struct kv_http_config hc = {
         .name = NODE_COMPONENT,
         .server_header = "triekv/" TRIEKV_VERSION,
@@ -243,16 +247,19 @@ static void log_started(struct node *n)
     triekv_stats(n->db, &st);
     if (n->cfg.replicas.n)
         kv_log_info(NODE_COMPONENT, "replicating to %zu replica(s), %s mode%s, cluster %s", n->cfg.replicas.n,
-                    n->cfg.replication_mode, n->sync_mode ? " (writes wait for replicas)" : "", n->cfg.cluster_id);
+                    n->cfg.replication_mode, n->sync_mode ? " (writes wait for replicas)" : "",
+                    n->cfg.cluster_id);
     char repl[96] = "";
     if (n->cfg.is_replica)
-        snprintf(repl, sizeof repl, " (reads only), replication port %lld", (long long)n->cfg.replication_port);
-    kv_log_info(NODE_COMPONENT,
-                "serving: role %s, port %lld on %s%s, data dir %s, fsync %s, i/o %s, cache %lld MiB, %d threads, "
-                "%llu keys",
-                n->cfg.is_replica ? "replica" : "main", (long long)n->cfg.port, n->cfg.bind, repl, n->cfg.data_dir,
-                n->cfg.fsync, st.io_backend, (long long)n->cfg.cache_size, n->http.nthreads,
-                (unsigned long long)st.keys);
+        snprintf(repl, sizeof repl, " (reads only), replication port %lld",
+                 (long long)n->cfg.replication_port);
+    kv_log_info(
+        NODE_COMPONENT,
+        "serving: role %s, port %lld on %s%s, data dir %s, fsync %s, i/o %s, cache %lld MiB, %d threads, "
+        "%llu keys",
+        n->cfg.is_replica ? "replica" : "main", (long long)n->cfg.port, n->cfg.bind, repl, n->cfg.data_dir,
+        n->cfg.fsync, st.io_backend, (long long)n->cfg.cache_size, n->http.nthreads,
+        (unsigned long long)st.keys);
 }
 
 static void node_free(struct node *n)
@@ -287,7 +294,8 @@ int node_main(int argc, char **argv)
     kv_log_set_level(lvl);
     n->started_ms = kv_now_ms();
     pthread_mutex_init(&n->waiters_mu, NULL);
-    n->sync_mode = !n->cfg.is_replica && n->cfg.replicas.n > 0 && strcmp(n->cfg.replication_mode, "sync") == 0;
+    n->sync_mode =
+        !n->cfg.is_replica && n->cfg.replicas.n > 0 && strcmp(n->cfg.replication_mode, "sync") == 0;
     if (n->cfg.advertise_url[0]) {
         snprintf(n->advertise_url, sizeof n->advertise_url, "%s", n->cfg.advertise_url);
     } else {

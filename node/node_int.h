@@ -22,10 +22,10 @@
 #include "node/node.h"
 #include "trie/triekv.h"
 
-#define NODE_COMPONENT "node"
-#define NODE_BULK_ITEMS_HARD_MAX 1000000 /* max_bulk_items must stay within */
-#define NODE_RANGE_ITEMS_HARD_MAX 100000 /* max_range_response likewise */
-#define NODE_DRAIN_MS 10000              /* shutdown: time given to in-flight requests */
+#define NODE_COMPONENT            "node"
+#define NODE_BULK_ITEMS_HARD_MAX  1000000 /* max_bulk_items must stay within */
+#define NODE_RANGE_ITEMS_HARD_MAX 100000  /* max_range_response likewise */
+#define NODE_DRAIN_MS             10000   /* shutdown: time given to in-flight requests */
 
 /* ---- configuration (node_config.c) -------------------------------------------------------------- */
 
@@ -96,12 +96,12 @@ struct node {
     struct kv_http_server http;
     uint64_t started_ms;
     /* replication */
-    bool sync_mode;                  /* main with replication_mode sync */
-    struct repl_sender *sender;      /* main with replicas */
-    struct repl_receiver *receiver;  /* replica */
-    struct node_repl_server *rsrv;   /* replica: the replication port */
+    bool sync_mode;                 /* main with replication_mode sync */
+    struct repl_sender *sender;     /* main with replicas */
+    struct repl_receiver *receiver; /* replica */
+    struct node_repl_server *rsrv;  /* replica: the replication port */
     pthread_mutex_t waiters_mu;
-    struct node_waiter *waiters;     /* node_seq.c */
+    struct node_waiter *waiters; /* node_seq.c */
     char advertise_url[256];
 };
 

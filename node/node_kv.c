@@ -97,7 +97,8 @@ static void put_done(struct node_req *r, int rc, const struct triekv_write_resul
     if (rc == KV_OK)
         node_reply_seq(r, res->seq, NULL);
     else if (rc == KV_E_PRECONDITION)
-        kv_http_error(&r->h, 412, "precondition_failed", "the key's current version does not match the precondition");
+        kv_http_error(&r->h, 412, "precondition_failed",
+                      "the key's current version does not match the precondition");
     else
         node_reply_rc(r, rc, "write");
 }
@@ -165,8 +166,8 @@ static void do_write(struct node_req *r, struct kv_slice key, bool is_delete)
         h2o_iovec_t body = r->h.req->entity;
         if (body.len > (size_t)r->node->cfg.max_value_size) {
             triekv_batch_destroy(b);
-            kv_http_error(&r->h, 413, "value_too_large", "the value has %zu bytes; the limit is %lld", body.len,
-                             (long long)r->node->cfg.max_value_size);
+            kv_http_error(&r->h, 413, "value_too_large", "the value has %zu bytes; the limit is %lld",
+                          body.len, (long long)r->node->cfg.max_value_size);
             return;
         }
         rc = triekv_batch_put(b, key, kv_slice_make(body.base, body.base ? body.len : 0), cond, version);

@@ -23,8 +23,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define REFUSAL_LOG_MS 10000 /* at most one refusal line per this long */
-#define REPL_CONNECTIONS_MAX 64 /* a main per cluster: a handful of connections at most */
+#define REFUSAL_LOG_MS       10000 /* at most one refusal line per this long */
+#define REPL_CONNECTIONS_MAX 64    /* a main per cluster: a handful of connections at most */
 
 /* The replication port: a kv_http server of its own, with one loop thread. */
 struct node_repl_server {
@@ -128,15 +128,17 @@ static void on_repl_req(struct kv_http_thread *th, h2o_req_t *req)
         char epoch_json[16] = "null"; /* unknown: the replica cannot vouch for its last batch */
         if (triekv_epoch_at(n->db, st.seq, &epoch) == KV_OK)
             snprintf(epoch_json, sizeof epoch_json, "%" PRIu32, epoch);
-        kv_buf_printf(&b, "{\"applied_seq\":%" PRIu64 ",\"applied_epoch\":%s,\"resyncing\":%s,\"cluster_id\":",
-                      st.seq, epoch_json, triekv_snapshot_active(n->db) ? "true" : "false");
+        kv_buf_printf(
+            &b, "{\"applied_seq\":%" PRIu64 ",\"applied_epoch\":%s,\"resyncing\":%s,\"cluster_id\":", st.seq,
+            epoch_json, triekv_snapshot_active(n->db) ? "true" : "false");
         kv_json_append_string(&b, (const uint8_t *)n->cfg.cluster_id, strlen(n->cfg.cluster_id));
         kv_buf_append_byte(&b, '}');
         kv_http_reply_json(r, 200, &b);
         return;
     }
     if (!post) {
-        kv_http_error(r, 405, "method_not_allowed", "replication requests are GET /replication/state or POST");
+        kv_http_error(r, 405, "method_not_allowed",
+                      "replication requests are GET /replication/state or POST");
         return;
     }
     const uint8_t *body = (const uint8_t *)req->entity.base;
@@ -298,14 +300,15 @@ void node_repl_stats_json(struct node *n, struct kv_buf *b)
             kv_buf_append_str(b, i ? ",{\"url\":" : "{\"url\":");
             kv_json_append_string(b, (const uint8_t *)rs[i].url, strlen(rs[i].url));
             kv_buf_printf(b,
-                          ",\"state\":\"%s\",\"connected\":%s,\"acked_seq\":%" PRIu64 ",\"lag_records\":%" PRIu64
-                          ",\"lag_bytes\":%" PRIu64 ",\"lag_seconds\":%.3f,\"retries\":%" PRIu64
-                          ",\"snapshots\":%" PRIu64 ",\"batches_sent\":%" PRIu64 ",\"bytes_sent\":%" PRIu64
-                          ",\"last_error\":",
+                          ",\"state\":\"%s\",\"connected\":%s,\"acked_seq\":%" PRIu64
+                          ",\"lag_records\":%" PRIu64 ",\"lag_bytes\":%" PRIu64
+                          ",\"lag_seconds\":%.3f,\"retries\":%" PRIu64 ",\"snapshots\":%" PRIu64
+                          ",\"batches_sent\":%" PRIu64 ",\"bytes_sent\":%" PRIu64 ",\"last_error\":",
                           rs[i].state, rs[i].connected ? "true" : "false", rs[i].acked_seq, rs[i].lag_records,
-                          rs[i].lag_bytes, rs[i].lag_seconds, rs[i].retries, rs[i].snapshots, rs[i].batches_sent,
-                          rs[i].bytes_sent);
-            if (rs[i].last_error[0] && kv_utf8_valid((const uint8_t *)rs[i].last_error, strlen(rs[i].last_error)))
+                          rs[i].lag_bytes, rs[i].lag_seconds, rs[i].retries, rs[i].snapshots,
+                          rs[i].batches_sent, rs[i].bytes_sent);
+            if (rs[i].last_error[0] &&
+                kv_utf8_valid((const uint8_t *)rs[i].last_error, strlen(rs[i].last_error)))
                 kv_json_append_string(b, (const uint8_t *)rs[i].last_error, strlen(rs[i].last_error));
             else
                 kv_buf_append_str(b, "null");
@@ -319,14 +322,15 @@ void node_repl_stats_json(struct node *n, struct kv_buf *b)
         repl_receiver_main_url(n->receiver, main, sizeof main);
         if (main[0] == 0 && n->cfg.main_url) /* not heard from yet: the configured one */
             snprintf(main, sizeof main, "%s", n->cfg.main_url);
-        kv_buf_printf(b,
-                      "\"role\":\"replica\",\"applied_seq\":%" PRIu64 ",\"main_seq\":%" PRIu64
-                      ",\"lag_records\":%" PRIu64 ",\"staleness_seconds\":%.3f,\"since_contact_seconds\":%.3f,"
-                      "\"resyncing\":%s,\"batches\":%" PRIu64 ",\"records\":%" PRIu64 ",\"snapshots\":%" PRIu64
-                      ",\"refused\":%" PRIu64 ",\"main_url\":",
-                      rs.applied_seq, rs.main_seq, rs.main_seq > rs.applied_seq ? rs.main_seq - rs.applied_seq : 0,
-                      rs.staleness_seconds, rs.since_contact_seconds, rs.resyncing ? "true" : "false", rs.batches,
-                      rs.records, rs.snapshots, rs.refused);
+        kv_buf_printf(
+            b,
+            "\"role\":\"replica\",\"applied_seq\":%" PRIu64 ",\"main_seq\":%" PRIu64
+            ",\"lag_records\":%" PRIu64 ",\"staleness_seconds\":%.3f,\"since_contact_seconds\":%.3f,"
+            "\"resyncing\":%s,\"batches\":%" PRIu64 ",\"records\":%" PRIu64 ",\"snapshots\":%" PRIu64
+            ",\"refused\":%" PRIu64 ",\"main_url\":",
+            rs.applied_seq, rs.main_seq, rs.main_seq > rs.applied_seq ? rs.main_seq - rs.applied_seq : 0,
+            rs.staleness_seconds, rs.since_contact_seconds, rs.resyncing ? "true" : "false", rs.batches,
+            rs.records, rs.snapshots, rs.refused);
         kv_json_append_string(b, (const uint8_t *)main, strlen(main));
         kv_buf_append_byte(b, '}');
     } else {
@@ -349,16 +353,21 @@ void node_repl_metrics(struct node *n, struct kv_buf *b)
             {"triekv_replica_acked_seq", "Last seq the replica acknowledged.", "gauge"},
             {"triekv_replica_lag_records", "Batches the replica has not acknowledged.", "gauge"},
             {"triekv_replica_lag_bytes", "Commit-log bytes the replica has not acknowledged.", "gauge"},
-            {"triekv_replica_lag_seconds", "Age of the oldest batch the replica has not acknowledged.", "gauge"},
+            {"triekv_replica_lag_seconds", "Age of the oldest batch the replica has not acknowledged.",
+             "gauge"},
             {"triekv_replica_retries_total", "Failed replication attempts.", "counter"},
             {"triekv_replica_snapshots_total", "Full resyncs sent.", "counter"},
         };
         for (size_t k = 0; k < 7; k++) {
             gauge(b, names[k][0], names[k][1], names[k][2]);
             for (size_t i = 0; i < cnt; i++) {
-                double v = k == 0 ? rs[i].connected : k == 1 ? (double)rs[i].acked_seq : k == 2 ? (double)rs[i].lag_records
-                           : k == 3 ? (double)rs[i].lag_bytes : k == 4 ? rs[i].lag_seconds : k == 5 ? (double)rs[i].retries
-                                                                                                   : (double)rs[i].snapshots;
+                double v = k == 0   ? rs[i].connected
+                           : k == 1 ? (double)rs[i].acked_seq
+                           : k == 2 ? (double)rs[i].lag_records
+                           : k == 3 ? (double)rs[i].lag_bytes
+                           : k == 4 ? rs[i].lag_seconds
+                           : k == 5 ? (double)rs[i].retries
+                                    : (double)rs[i].snapshots;
                 kv_buf_printf(b, "%s{replica=\"%s\"} %.17g\n", names[k][0], rs[i].url, v);
             }
         }
@@ -369,11 +378,14 @@ void node_repl_metrics(struct node *n, struct kv_buf *b)
         kv_buf_printf(b, "triekv_replication_applied_seq %" PRIu64 "\n", rs.applied_seq);
         gauge(b, "triekv_replication_main_seq", "The main's seq as last heard.", "gauge");
         kv_buf_printf(b, "triekv_replication_main_seq %" PRIu64 "\n", rs.main_seq);
-        gauge(b, "triekv_replication_staleness_seconds", "Since this replica last had all the main had.", "gauge");
+        gauge(b, "triekv_replication_staleness_seconds", "Since this replica last had all the main had.",
+              "gauge");
         kv_buf_printf(b, "triekv_replication_staleness_seconds %.3f\n", rs.staleness_seconds);
-        gauge(b, "triekv_replication_since_contact_seconds", "Since the main last spoke (-1: never).", "gauge");
+        gauge(b, "triekv_replication_since_contact_seconds", "Since the main last spoke (-1: never).",
+              "gauge");
         kv_buf_printf(b, "triekv_replication_since_contact_seconds %.3f\n", rs.since_contact_seconds);
-        gauge(b, "triekv_replication_refused_total", "Replication requests refused (cluster or token).", "counter");
+        gauge(b, "triekv_replication_refused_total", "Replication requests refused (cluster or token).",
+              "counter");
         kv_buf_printf(b, "triekv_replication_refused_total %" PRIu64 "\n", rs.refused);
         gauge(b, "triekv_replication_snapshots_total", "Full resyncs received.", "counter");
         kv_buf_printf(b, "triekv_replication_snapshots_total %" PRIu64 "\n", rs.snapshots);

@@ -103,10 +103,10 @@ static void sync_acked(struct node_req *r, bool timed_out, uint64_t seq, const v
     int n = snprintf(s, sizeof s, "%llu", (unsigned long long)seq);
     kv_http_add_header(&r->h, "x-triekv-seq", s, (size_t)n);
     kv_http_error(&r->h, 503, "replication_timeout",
-                     "the write is committed on the main as seq %llu, but fewer than %lld replicas confirmed it "
-                     "within %lld ms; it stays committed and reaches the replicas when they catch up",
-                     (unsigned long long)seq, (long long)r->node->cfg.min_replica_acks,
-                     (long long)r->node->cfg.replication_timeout_ms);
+                  "the write is committed on the main as seq %llu, but fewer than %lld replicas confirmed it "
+                  "within %lld ms; it stays committed and reaches the replicas when they catch up",
+                  (unsigned long long)seq, (long long)r->node->cfg.min_replica_acks,
+                  (long long)r->node->cfg.replication_timeout_ms);
 }
 
 void node_reply_seq(struct node_req *r, uint64_t seq, const char *extra_json)
@@ -128,7 +128,8 @@ void node_reply_replica_write(struct node_req *r)
     const char *main = r->node->cfg.main_url && r->node->cfg.main_url[0] ? r->node->cfg.main_url : learned;
     if (main && main[0])
         kv_http_error(&r->h, 403, "read_only_replica",
-                         "this node is a read-only replica; send writes to the main at %s", main);
+                      "this node is a read-only replica; send writes to the main at %s", main);
     else
-        kv_http_error(&r->h, 403, "read_only_replica", "this node is a read-only replica; send writes to its main");
+        kv_http_error(&r->h, 403, "read_only_replica",
+                      "this node is a read-only replica; send writes to its main");
 }

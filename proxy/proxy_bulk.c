@@ -27,8 +27,8 @@
 struct item {
     const char *key; /* the JSON string, as the client wrote it (base64 or text) */
     size_t key_len;
-    json_t *value;   /* /bulk: the value member */
-    size_t shard;    /* index in the map */
+    json_t *value; /* /bulk: the value member */
+    size_t shard;  /* index in the map */
 };
 
 /* The request, checked, with its items grouped by shard. */
@@ -38,9 +38,9 @@ struct bulk {
     struct item *items;
     size_t n;
     bool b64, is_delete, is_get;
-    size_t *shard_keys;  /* per shard of the map: how many items */
-    size_t nparts;       /* shards with items */
-    size_t pending;      /* parts not answered yet */
+    size_t *shard_keys;         /* per shard of the map: how many items */
+    size_t nparts;              /* shards with items */
+    size_t pending;             /* parts not answered yet */
     struct proxy_fetch **parts; /* per shard of the map, NULL when it has no items */
 };
 
@@ -89,12 +89,14 @@ static int parse_body(struct bulk *b)
     b->root = json_loadb(body.base, body.len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &je);
     if (b->root == NULL) {
         if (strstr(je.text, "NUL byte in object key"))
-            kv_http_error(h, 400, "bad_json", "a key holds a NUL byte, which JSON object keys cannot carry here: "
-                                              "send keys and values base64-encoded with ?encoding=base64");
+            kv_http_error(h, 400, "bad_json",
+                          "a key holds a NUL byte, which JSON object keys cannot carry here: "
+                          "send keys and values base64-encoded with ?encoding=base64");
         else if (strstr(je.text, "duplicate object key"))
             kv_http_error(h, 400, "bad_json", "a key is given twice: %s", je.text);
         else
-            kv_http_error(h, 400, "bad_json", "invalid JSON at line %d column %d: %s", je.line, je.column, je.text);
+            kv_http_error(h, 400, "bad_json", "invalid JSON at line %d column %d: %s", je.line, je.column,
+                          je.text);
         return -1;
     }
     json_t *arr = NULL;
@@ -136,7 +138,8 @@ static int parse_body(struct bulk *b)
             b->items[i].key_len = json_string_length(v);
             if ((rc = check_key(b, b->items[i].key, b->items[i].key_len, i, &tmp)) != 0)
                 break;
-            b->items[i].shard = (size_t)(proxy_map_find(&b->r->px->map, tmp.ptr, tmp.len) - b->r->px->map.shards);
+            b->items[i].shard =
+                (size_t)(proxy_map_find(&b->r->px->map, tmp.ptr, tmp.len) - b->r->px->map.shards);
         }
     } else {
         const char *k;
@@ -154,7 +157,8 @@ static int parse_body(struct bulk *b)
             b->items[i].key = k;
             b->items[i].key_len = klen;
             b->items[i].value = v;
-            b->items[i].shard = (size_t)(proxy_map_find(&b->r->px->map, tmp.ptr, tmp.len) - b->r->px->map.shards);
+            b->items[i].shard =
+                (size_t)(proxy_map_find(&b->r->px->map, tmp.ptr, tmp.len) - b->r->px->map.shards);
             if (b->b64 && kv_base64_decode(json_string_value(v), json_string_length(v), &tmp) != KV_OK) {
                 kv_http_error(h, 400, "bad_base64", "value %zu is not valid base64", i);
                 rc = -1;
@@ -178,7 +182,8 @@ static int parse_query(struct bulk *b, bool *atomic)
     if (!b->is_get) {
         const struct kv_http_param *a = kv_http_query_get(&q, "atomic");
         bool non_atomic = false;
-        if (a && (kv_slice_eq(a->value, kv_slice_make("false", 5)) || kv_slice_eq(a->value, kv_slice_make("0", 1))))
+        if (a && (kv_slice_eq(a->value, kv_slice_make("false", 5)) ||
+                  kv_slice_eq(a->value, kv_slice_make("0", 1))))
             non_atomic = true;
         else if (a && !kv_slice_eq(a->value, kv_slice_make("true", 4)) &&
                  !kv_slice_eq(a->value, kv_slice_make("1", 1))) {
@@ -283,18 +288,20 @@ static void refuse_cross_shard(struct bulk *b)
 }
 
 /* Appends the members of a node's JSON answer to out, or error/message when it is not JSON. */
-static void part_outcome(struct kv_buf *out, const struct proxy_fetch *f, bool *ok, uint64_t *count, uint64_t *deleted)
+static void part_outcome(struct kv_buf *out, const struct proxy_fetch *f, bool *ok, uint64_t *count,
+                         uint64_t *deleted)
 {
     *ok = false;
     if (f->status == 0) {
         char msg[512];
         if (f->sent) {
             kv_buf_append_str(out, ",\"status\":502,\"error\":\"main_failed\",\"message\":");
-            snprintf(msg, sizeof msg, "no answer from the main (%s); this part may or may not have been applied",
-                     f->errstr);
+            snprintf(msg, sizeof msg,
+                     "no answer from the main (%s); this part may or may not have been applied", f->errstr);
         } else {
             kv_buf_append_str(out, ",\"status\":503,\"error\":\"main_unavailable\",\"message\":");
-            snprintf(msg, sizeof msg, "the main cannot be reached (%s); this part was not applied", f->errstr);
+            snprintf(msg, sizeof msg, "the main cannot be reached (%s); this part was not applied",
+                     f->errstr);
         }
         kv_json_append_string(out, (const uint8_t *)msg, strlen(msg));
         return;
@@ -341,8 +348,8 @@ static void reply_parts(struct bulk *b)
         bool ok = false;
         if (b->parts[s] == NULL) { /* its main was down: not sent */
             char msg[512];
-            snprintf(msg, sizeof msg, "shard '%s': its main %s is down; this part was not applied", m->shards[s].name,
-                     m->shards[s].main->url);
+            snprintf(msg, sizeof msg, "shard '%s': its main %s is down; this part was not applied",
+                     m->shards[s].name, m->shards[s].main->url);
             kv_buf_append_str(&parts, ",\"status\":503,\"error\":\"main_unavailable\",\"message\":");
             kv_json_append_string(&parts, (const uint8_t *)msg, strlen(msg));
         } else {
@@ -407,7 +414,8 @@ static void bulk_write(struct proxy_req *r, bool is_delete)
             continue;
         }
         call.body = pooled_part(b, s);
-        b->parts[s] = proxy_fetch_start(r, &call, &m->shards[s].main, 1, false, PART_ANSWER_MAX, on_part_written, b);
+        b->parts[s] =
+            proxy_fetch_start(r, &call, &m->shards[s].main, 1, false, PART_ANSWER_MAX, on_part_written, b);
         sent++;
     }
     if (sent == 0)
@@ -450,15 +458,16 @@ static void reply_merged(struct bulk *b)
         if (f == NULL)
             continue;
         if (f->status == 0 && f->too_large) {
-            kv_http_error(h, 413, "response_too_large", "shard '%s' answered more than the proxy's max_response_bytes "
-                          "(%lld); ask for fewer keys at a time", m->shards[s].name,
-                          (long long)b->r->px->cfg.max_response_bytes);
+            kv_http_error(h, 413, "response_too_large",
+                          "shard '%s' answered more than the proxy's max_response_bytes "
+                          "(%lld); ask for fewer keys at a time",
+                          m->shards[s].name, (long long)b->r->px->cfg.max_response_bytes);
             rc = -1;
             break;
         }
         if (f->status == 0) {
-            kv_http_error(h, 503, "shard_unavailable", "shard '%s': no backend answered (%s)", m->shards[s].name,
-                          f->errstr);
+            kv_http_error(h, 503, "shard_unavailable", "shard '%s': no backend answered (%s)",
+                          m->shards[s].name, f->errstr);
             rc = -1;
             break;
         }
@@ -474,7 +483,8 @@ static void reply_merged(struct bulk *b)
         pv[s].items = json_object_get(pv[s].root, "items");
         pv[s].missing = json_object_get(pv[s].root, "missing");
         if (!json_is_array(pv[s].items) || !json_is_array(pv[s].missing)) {
-            kv_http_error(h, 502, "bad_gateway", "shard '%s' answered /bulk/get with something else", m->shards[s].name);
+            kv_http_error(h, 502, "bad_gateway", "shard '%s' answered /bulk/get with something else",
+                          m->shards[s].name);
             rc = -1;
         }
     }
@@ -501,7 +511,8 @@ static void reply_merged(struct bulk *b)
             rc = -1;
         }
         if (rc == 0 && out.len > (size_t)b->r->px->cfg.max_response_bytes) {
-            kv_http_error(h, 413, "response_too_large", "the values would pass %lld bytes; ask for fewer keys at a time",
+            kv_http_error(h, 413, "response_too_large",
+                          "the values would pass %lld bytes; ask for fewer keys at a time",
                           (long long)b->r->px->cfg.max_response_bytes);
             rc = -1;
         }
@@ -543,9 +554,9 @@ void proxy_handle_bulk_get(struct kv_http_req *h)
     group(b);
     const struct proxy_map *m = &r->px->map;
     h2o_req_t *req = r->h.req;
-    h2o_iovec_t query = req->query_at == SIZE_MAX ? h2o_iovec_init("", 0)
-                                                  : h2o_iovec_init(req->path.base + req->query_at,
-                                                                   req->path.len - req->query_at);
+    h2o_iovec_t query = req->query_at == SIZE_MAX
+                            ? h2o_iovec_init("", 0)
+                            : h2o_iovec_init(req->path.base + req->query_at, req->path.len - req->query_at);
     struct proxy_call call = {
         .method = h2o_iovec_init(H2O_STRLIT("POST")),
         .path = h2o_concat(&r->h.req->pool, h2o_iovec_init(H2O_STRLIT("/bulk/get")), query),

@@ -19,7 +19,8 @@ static const char *const log_levels[] = {"error", "warn", "info", "debug", NULL}
 const struct kv_cfg_key proxy_config_keys[] = {
     {"port", KV_CFG_INT, K(port), 1, 65535, false, NULL, "TCP port clients connect to"},
     {"bind", KV_CFG_STRING, K(bind), 0, 0, false, NULL, "address to listen on (IPv4 or IPv6)"},
-    {"threads", KV_CFG_INT, K(threads), 0, KV_HTTP_THREADS_MAX, false, NULL, "event loop threads (0: one per core)"},
+    {"threads", KV_CFG_INT, K(threads), 0, KV_HTTP_THREADS_MAX, false, NULL,
+     "event loop threads (0: one per core)"},
     {"max_connections", KV_CFG_INT, K(max_connections), 1, 1000000, false, NULL,
      "open client connections; more are refused"},
     {"request_timeout_ms", KV_CFG_INT, K(request_timeout_ms), 100, 3600000, false, NULL,
@@ -36,7 +37,8 @@ const struct kv_cfg_key proxy_config_keys[] = {
      "largest answer the proxy assembles from several shards"},
     {"max_range_response", KV_CFG_INT, K(max_range_response), 1, 100000, false, NULL,
      "most items in one range page"},
-    {"max_bulk_items", KV_CFG_INT, K(max_bulk_items), 1, 1000000, false, NULL, "most keys in one bulk request"},
+    {"max_bulk_items", KV_CFG_INT, K(max_bulk_items), 1, 1000000, false, NULL,
+     "most keys in one bulk request"},
     {"max_key_size", KV_CFG_INT, K(max_key_size), 1, 65535, true, NULL, "longest key in bytes"},
     {"log_level", KV_CFG_ENUM, K(log_level), 0, 0, false, log_levels, "least severe log lines written"},
     {"shards", KV_CFG_JSON, K(shards), 0, 0, false, NULL,
@@ -99,13 +101,15 @@ int proxy_config_load(struct proxy_config *c, int argc, char **argv, char *err)
         return -1;
     }
     if (c->shards == NULL) {
-        snprintf(err, KV_CFG_ERR_MAX, "config: 'shards' is missing: the proxy needs a shard map (see --help)");
+        snprintf(err, KV_CFG_ERR_MAX,
+                 "config: 'shards' is missing: the proxy needs a shard map (see --help)");
         return -1;
     }
     if (c->health_check_timeout_ms > c->health_check_interval_ms) {
-        snprintf(err, KV_CFG_ERR_MAX, "config: 'health_check_timeout_ms' (%lld) must not pass "
-                 "'health_check_interval_ms' (%lld)", (long long)c->health_check_timeout_ms,
-                 (long long)c->health_check_interval_ms);
+        snprintf(err, KV_CFG_ERR_MAX,
+                 "config: 'health_check_timeout_ms' (%lld) must not pass "
+                 "'health_check_interval_ms' (%lld)",
+                 (long long)c->health_check_timeout_ms, (long long)c->health_check_interval_ms);
         return -1;
     }
     return 0;

@@ -71,7 +71,10 @@ static bool judge(struct check *c, CURLcode rc, char *why, size_t cap, char *rol
     if (!up) {
         const char *msg = json_string_value(json_object_get(j, "message"));
         const char *st = json_string_value(json_object_get(j, "status"));
-        snprintf(why, cap, "health check: HTTP %ld%s%s", status, msg || st ? ": " : "", msg ? msg : st ? st : "");
+        snprintf(why, cap, "health check: HTTP %ld%s%s", status, msg || st ? ": " : "",
+                 msg  ? msg
+                 : st ? st
+                      : "");
     } else if (c->b->role == PROXY_MAIN && r && strcmp(r, "main") != 0) {
         snprintf(why, cap, "configured as the main, but it says it is a %s: writes would be refused", r);
         up = false;

@@ -34,9 +34,8 @@ static void on_req(struct kv_http_thread *kth, h2o_req_t *req)
 {
     struct proxy_thread *th = (struct proxy_thread *)kth;
     struct proxy_req *r = h2o_mem_alloc_pool(&req->pool, sizeof *r);
-    *r = (struct proxy_req){.h = {.req = req, .th = kth, .ep = KV_EP_OTHER, .start_ns = kv_now_ns()},
-                            .th = th,
-                            .px = th->px};
+    *r = (struct proxy_req){
+        .h = {.req = req, .th = kth, .ep = KV_EP_OTHER, .start_ns = kv_now_ns()}, .th = th, .px = th->px};
     uint64_t seq;
     if (kv_api_is_read(req) && kv_api_min_seq(req, &seq) != 0) { /* checked here: mains never see it */
         kv_http_error(&r->h, 400, "bad_request", "X-Triekv-Min-Seq must be a sequence number");
@@ -53,10 +52,11 @@ void proxy_reply_main_down(struct proxy_req *r, struct proxy_shard *s)
     proxy_backend_last_error(s->main, err, sizeof err);
     proxy_bound_text(&s->start, true, lo, sizeof lo);
     proxy_bound_text(&s->end, s->has_end, hi, sizeof hi);
-    kv_http_error(&r->h, 503, "main_unavailable",
-                  "shard '%s' (keys from %s to %s): its main %s is down (%s); writes to these keys are refused "
-                  "until it is back, reads still go to its replicas",
-                  s->name, lo, hi, s->main->url, err[0] ? err : "no answer");
+    kv_http_error(
+        &r->h, 503, "main_unavailable",
+        "shard '%s' (keys from %s to %s): its main %s is down (%s); writes to these keys are refused "
+        "until it is back, reads still go to its replicas",
+        s->name, lo, hi, s->main->url, err[0] ? err : "no answer");
 }
 
 h2o_iovec_t proxy_query_without(struct proxy_req *r, const char *name)
@@ -98,7 +98,8 @@ static void thread_stop(struct kv_http_thread *kth)
     proxy_upstream_thread_dispose((struct proxy_thread *)kth);
 }
 
-/* ---- start-up and shutdown ------------------------------------------------------------------------------ */
+/* ---- start-up and shutdown ------------------------------------------------------------------------------
+ */
 
 static int listen_port(struct proxy *px, char *err, size_t errlen)
 {
@@ -135,8 +136,8 @@ static void log_started(struct proxy *px)
         char lo[128], hi[128];
         proxy_bound_text(&s->start, true, lo, sizeof lo);
         proxy_bound_text(&s->end, s->has_end, hi, sizeof hi);
-        kv_log_info(PROXY_COMPONENT, "shard '%s': keys from %s to %s, main %s, %zu replica(s)", s->name, lo, hi,
-                    s->main->url, s->nreplicas);
+        kv_log_info(PROXY_COMPONENT, "shard '%s': keys from %s to %s, main %s, %zu replica(s)", s->name, lo,
+                    hi, s->main->url, s->nreplicas);
     }
 }
 

@@ -26,17 +26,18 @@
 #include "common/kv_http.h"
 #include "proxy/proxy.h"
 
-#define PROXY_VERSION "0.1.0"
-#define PROXY_COMPONENT "proxy"
-#define PROXY_SHARDS_MAX 256
-#define PROXY_REPLICAS_MAX 16
-#define PROXY_BACKENDS_MAX (PROXY_SHARDS_MAX * (1 + PROXY_REPLICAS_MAX))
-#define PROXY_URL_MAX 256
-#define PROXY_SHARD_NAME_MAX 64
-#define PROXY_DRAIN_MS 10000
-#define PROXY_POOL_IDLE_MS 2000            /* idle upstream connections close after this */
-#define PROXY_IDLE_PER_BACKEND 64          /* idle connections a loop keeps per backend */
-#define PROXY_STREAM_BUFFER_MAX (256u << 10) /* upstream bytes held for a slow client before reading pauses */
+#define PROXY_VERSION           "0.1.0"
+#define PROXY_COMPONENT         "proxy"
+#define PROXY_SHARDS_MAX        256
+#define PROXY_REPLICAS_MAX      16
+#define PROXY_BACKENDS_MAX      (PROXY_SHARDS_MAX * (1 + PROXY_REPLICAS_MAX))
+#define PROXY_URL_MAX           256
+#define PROXY_SHARD_NAME_MAX    64
+#define PROXY_DRAIN_MS          10000
+#define PROXY_POOL_IDLE_MS      2000         /* idle upstream connections close after this */
+#define PROXY_IDLE_PER_BACKEND  64           /* idle connections a loop keeps per backend */
+#define PROXY_STREAM_BUFFER_MAX (256u << 10) /* upstream bytes held for a slow client before reading pauses  \
+                                              */
 
 /* ---- configuration (proxy_config.c) ------------------------------------------------------------ */
 
@@ -77,9 +78,9 @@ struct proxy_backend {
     char authority[PROXY_URL_MAX]; /* host:port, for the Host header */
     char host[PROXY_URL_MAX];      /* the name to resolve (brackets of an IPv6 literal removed) */
     char port[8];
-    struct sockaddr_storage addr;  /* when host is a numeric address: connect here, no resolving */
-    socklen_t addr_len;            /* 0: resolve host at each new connection */
-    size_t idx;                    /* in proxy_map.backends */
+    struct sockaddr_storage addr; /* when host is a numeric address: connect here, no resolving */
+    socklen_t addr_len;           /* 0: resolve host at each new connection */
+    size_t idx;                   /* in proxy_map.backends */
     struct proxy_shard *shard;
     enum proxy_role role;
     /* health: written by the health thread (and by loops, on a failed connect or an answer) */
@@ -89,9 +90,9 @@ struct proxy_backend {
     char last_error[160];
     char reported_role[16]; /* what its /health said */
     /* traffic: written by the loops */
-    _Atomic uint64_t requests;     /* answers received, by any status */
-    _Atomic uint64_t status[6];    /* by class 1xx..5xx */
-    _Atomic uint64_t failures;     /* no answer: refused, reset, timed out */
+    _Atomic uint64_t requests;       /* answers received, by any status */
+    _Atomic uint64_t status[6];      /* by class 1xx..5xx */
+    _Atomic uint64_t failures;       /* no answer: refused, reset, timed out */
     _Atomic uint64_t latency_sum_us; /* of answered requests, to their head */
 };
 
@@ -147,7 +148,7 @@ struct proxy {
 struct proxy_thread {
     struct kv_http_thread http; /* first: kv_http allocates proxy_threads */
     struct proxy *px;
-    h2o_linklist_t *idle;  /* per backend: idle upstream connections (proxy_upstream.c) */
+    h2o_linklist_t *idle; /* per backend: idle upstream connections (proxy_upstream.c) */
     size_t *idle_count;
     h2o_timeout_t idle_timeout; /* PROXY_POOL_IDLE_MS */
     h2o_timeout_t io_timeout;   /* upstream_timeout_ms */
@@ -183,7 +184,7 @@ void proxy_forward(struct proxy_req *r, const struct proxy_call *call, struct pr
 /* An exchange whose answer is collected whole (at most max_body bytes) for the proxy to read. */
 struct proxy_fetch {
     /* the outcome, when cb runs */
-    int status;                   /* 0: no answer (errstr says why) */
+    int status; /* 0: no answer (errstr says why) */
     char errstr[400];
     struct kv_buf body;
     struct proxy_backend *backend; /* the one that answered, or the last one tried */

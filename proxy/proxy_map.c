@@ -62,8 +62,8 @@ static bool name_ok(const char *s)
         return false;
     for (const char *p = s; *p; p++) {
         char c = *p;
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
-              c == '.'))
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+              c == '_' || c == '.'))
             return false;
     }
     return true;
@@ -82,7 +82,8 @@ static int backend_make(struct proxy_map *m, struct proxy_shard *s, enum proxy_r
         return fail(err, errlen, "config: shard '%s': backend URL \"%s\" is empty or too long", s->name, url);
     memcpy(clean, url, len);
     clean[len] = 0;
-    if (!kv_cfg_http_url_ok(clean) || h2o_url_parse(clean, len, &u) != 0 || u.scheme != &H2O_URL_SCHEME_HTTP ||
+    if (!kv_cfg_http_url_ok(clean) || h2o_url_parse(clean, len, &u) != 0 ||
+        u.scheme != &H2O_URL_SCHEME_HTTP ||
         !(u.path.len == 0 || (u.path.len == 1 && u.path.base[0] == '/')) || u.host.len == 0)
         return fail(err, errlen, "config: shard '%s': backend URL \"%s\" must be http://host:port (no path)",
                     s->name, url);
@@ -126,21 +127,23 @@ static int backend_make(struct proxy_map *m, struct proxy_shard *s, enum proxy_r
 }
 
 /* A bound from its JSON: a percent-encoded string. */
-static int bound_of(json_t *v, const char *shard, const char *what, size_t max_key, struct kv_buf *out, char *err,
-                    size_t errlen)
+static int bound_of(json_t *v, const char *shard, const char *what, size_t max_key, struct kv_buf *out,
+                    char *err, size_t errlen)
 {
     if (!json_is_string(v))
-        return fail(err, errlen, "config: shard '%s': '%s' must be a string (percent-encoded bytes)", shard, what);
+        return fail(err, errlen, "config: shard '%s': '%s' must be a string (percent-encoded bytes)", shard,
+                    what);
     if (kv_percent_decode(json_string_value(v), json_string_length(v), false, out) != KV_OK)
         return fail(err, errlen, "config: shard '%s': '%s' has a malformed %%-escape", shard, what);
     if (out->len > max_key)
-        return fail(err, errlen, "config: shard '%s': '%s' has %zu bytes, longer than any key (max_key_size %zu)",
-                    shard, what, out->len, max_key);
+        return fail(err, errlen,
+                    "config: shard '%s': '%s' has %zu bytes, longer than any key (max_key_size %zu)", shard,
+                    what, out->len, max_key);
     return 0;
 }
 
-static int shard_of(struct proxy_map *m, struct proxy_shard *s, json_t *o, size_t idx, size_t max_key, char *err,
-                    size_t errlen)
+static int shard_of(struct proxy_map *m, struct proxy_shard *s, json_t *o, size_t idx, size_t max_key,
+                    char *err, size_t errlen)
 {
     if (!json_is_object(o))
         return fail(err, errlen, "config: 'shards' item %zu must be an object", idx);
@@ -150,17 +153,20 @@ static int shard_of(struct proxy_map *m, struct proxy_shard *s, json_t *o, size_
     {
         if (strcmp(key, "name") && strcmp(key, "start") && strcmp(key, "end") && strcmp(key, "main") &&
             strcmp(key, "replicas"))
-            return fail(err, errlen, "config: 'shards' item %zu: unknown key '%s' (name, start, end, main, replicas)",
-                        idx, key);
+            return fail(err, errlen,
+                        "config: 'shards' item %zu: unknown key '%s' (name, start, end, main, replicas)", idx,
+                        key);
     }
     json_t *name = json_object_get(o, "name");
     if (!json_is_string(name) || !name_ok(json_string_value(name)))
-        return fail(err, errlen, "config: 'shards' item %zu: 'name' must be 1 to %d letters, digits, '-', '_' or '.'",
-                    idx, PROXY_SHARD_NAME_MAX - 1);
+        return fail(err, errlen,
+                    "config: 'shards' item %zu: 'name' must be 1 to %d letters, digits, '-', '_' or '.'", idx,
+                    PROXY_SHARD_NAME_MAX - 1);
     snprintf(s->name, sizeof s->name, "%s", json_string_value(name));
     json_t *start = json_object_get(o, "start");
     if (start == NULL)
-        return fail(err, errlen, "config: shard '%s': 'start' is missing (\"\" for the first shard)", s->name);
+        return fail(err, errlen, "config: shard '%s': 'start' is missing (\"\" for the first shard)",
+                    s->name);
     if (bound_of(start, s->name, "start", max_key, &s->start, err, errlen) != 0)
         return -1;
     json_t *end = json_object_get(o, "end");
@@ -171,7 +177,8 @@ static int shard_of(struct proxy_map *m, struct proxy_shard *s, json_t *o, size_
         char a[128], b[128];
         proxy_bound_text(&s->start, true, a, sizeof a);
         proxy_bound_text(&s->end, true, b, sizeof b);
-        return fail(err, errlen, "config: shard '%s' is empty: its start %s is not below its end %s", s->name, a, b);
+        return fail(err, errlen, "config: shard '%s' is empty: its start %s is not below its end %s", s->name,
+                    a, b);
     }
     json_t *main = json_object_get(o, "main");
     if (!json_is_string(main))
@@ -207,8 +214,9 @@ static int check_cover(const struct proxy_map *m, char *err, size_t errlen)
     char a[128], b[128];
     if (m->shards[0].start.len != 0) {
         proxy_bound_text(&m->shards[0].start, true, a, sizeof a);
-        return fail(err, errlen, "config: keys below %s belong to no shard: the first shard ('%s') must start at \"\"",
-                    a, m->shards[0].name);
+        return fail(err, errlen,
+                    "config: keys below %s belong to no shard: the first shard ('%s') must start at \"\"", a,
+                    m->shards[0].name);
     }
     for (size_t i = 0; i < m->n; i++) {
         const struct proxy_shard *s = &m->shards[i];
@@ -219,23 +227,28 @@ static int check_cover(const struct proxy_map *m, char *err, size_t errlen)
         if (i + 1 == m->n) {
             if (s->has_end) {
                 proxy_bound_text(&s->end, true, a, sizeof a);
-                return fail(err, errlen, "config: keys from %s on belong to no shard: the last shard ('%s') must "
-                            "have no end (null)", a, s->name);
+                return fail(err, errlen,
+                            "config: keys from %s on belong to no shard: the last shard ('%s') must "
+                            "have no end (null)",
+                            a, s->name);
             }
             break;
         }
         const struct proxy_shard *next = &m->shards[i + 1];
         proxy_bound_text(&next->start, true, b, sizeof b);
         if (!s->has_end)
-            return fail(err, errlen, "config: shards '%s' and '%s' overlap: '%s' has no end, and '%s' starts at %s",
+            return fail(err, errlen,
+                        "config: shards '%s' and '%s' overlap: '%s' has no end, and '%s' starts at %s",
                         s->name, next->name, s->name, next->name, b);
         int c = bound_cmp(&s->end, &next->start);
         proxy_bound_text(&s->end, true, a, sizeof a);
         if (c < 0)
-            return fail(err, errlen, "config: keys from %s to %s belong to no shard (a gap between '%s' and '%s')", a,
-                        b, s->name, next->name);
+            return fail(err, errlen,
+                        "config: keys from %s to %s belong to no shard (a gap between '%s' and '%s')", a, b,
+                        s->name, next->name);
         if (c > 0)
-            return fail(err, errlen, "config: shards '%s' and '%s' overlap: '%s' ends at %s, after '%s' starts at %s",
+            return fail(err, errlen,
+                        "config: shards '%s' and '%s' overlap: '%s' ends at %s, after '%s' starts at %s",
                         s->name, next->name, s->name, a, next->name, b);
     }
     return 0;
@@ -310,7 +323,8 @@ struct proxy_shard *proxy_map_find(const struct proxy_map *m, const uint8_t *key
 bool proxy_shard_overlaps(const struct proxy_shard *s, const uint8_t *lo, size_t lo_len, const uint8_t *hi,
                           size_t hi_len, bool has_hi)
 {
-    struct kv_slice start = kv_slice_make(s->start.ptr, s->start.len), end = kv_slice_make(s->end.ptr, s->end.len);
+    struct kv_slice start = kv_slice_make(s->start.ptr, s->start.len),
+                    end = kv_slice_make(s->end.ptr, s->end.len);
     struct kv_slice l = kv_slice_make(lo, lo_len), h = kv_slice_make(hi, hi_len);
     if (has_hi && kv_slice_cmp(start, h) >= 0)
         return false; /* the shard starts at or past the range's end */

@@ -10,8 +10,9 @@
  * concatenating their pages keeps key order. A page ends when it is full, when a node ended its
  * own page early (its byte limit), when the answer passed max_response_bytes, or at the range's
  * end. A page that fills up at the end of a shard's part asks the later shards for one key each
- * until one has a key of the range, so that the last page's next is null, as a node's is. Its cursor is the node's format (kv_cursor: the range and the last key), so nothing is
- * repeated or skipped whichever backends serve the next page.
+ * until one has a key of the range, so that the last page's next is null, as a node's is. Its cursor is the
+ * node's format (kv_cursor: the range and the last key), so nothing is repeated or skipped whichever backends
+ * serve the next page.
  *
  * Nodes are asked with ?encoding=base64, so any bytes cross; the page is written in the client's
  * encoding (text that is not UTF-8 is refused with 400 not_utf8, as a node does). Each shard page is
@@ -28,17 +29,17 @@
 struct page {
     struct proxy_req *r;
     struct kv_http_range hr;
-    struct kv_buf raw;   /* the cursor's bytes: hr's slices may point here */
+    struct kv_buf raw; /* the cursor's bytes: hr's slices may point here */
     bool b64, own_writes;
     struct kv_buf lo, hi; /* the range */
     bool has_hi;
-    struct kv_buf pos;   /* where the next shard request starts (inclusive) */
-    bool from_cursor;    /* the first request continues after hr.range.after instead */
-    bool probing;        /* the page is full: later shards are only asked whether they hold a key */
-    size_t shard;        /* the shard asked now */
-    struct kv_buf out;   /* the items so far, as JSON */
+    struct kv_buf pos; /* where the next shard request starts (inclusive) */
+    bool from_cursor;  /* the first request continues after hr.range.after instead */
+    bool probing;      /* the page is full: later shards are only asked whether they hold a key */
+    size_t shard;      /* the shard asked now */
+    struct kv_buf out; /* the items so far, as JSON */
     size_t count;
-    struct kv_buf last;  /* the last key on the page */
+    struct kv_buf last; /* the last key on the page */
 };
 
 static void page_dispose(void *p)
@@ -107,9 +108,11 @@ static int take_items(struct page *g, json_t *items)
     json_array_foreach(items, i, it)
     {
         json_t *k = json_object_get(it, "key"), *v = json_object_get(it, "value");
-        if (!json_is_string(k) || kv_base64_decode(json_string_value(k), json_string_length(k), &key) != KV_OK ||
+        if (!json_is_string(k) ||
+            kv_base64_decode(json_string_value(k), json_string_length(k), &key) != KV_OK ||
             (!g->hr.keys_only &&
-             (!json_is_string(v) || kv_base64_decode(json_string_value(v), json_string_length(v), &val) != KV_OK))) {
+             (!json_is_string(v) ||
+              kv_base64_decode(json_string_value(v), json_string_length(v), &val) != KV_OK))) {
             kv_http_error(&g->r->h, 502, "bad_gateway", "shard '%s' answered a range with a malformed item",
                           g->r->px->map.shards[g->shard].name);
             rc = -1;
@@ -158,13 +161,16 @@ static void on_shard_page(struct proxy_fetch *f)
     struct page *g = f->arg;
     const struct proxy_shard *s = &g->r->px->map.shards[g->shard];
     if (f->status == 0 && f->too_large) {
-        kv_http_error(&g->r->h, 413, "response_too_large",
-                      "shard '%s' answered a range page of more than the proxy's max_response_bytes (%lld); read "
-                      "its largest values with GET /kv/{key}", s->name, (long long)g->r->px->cfg.max_response_bytes);
+        kv_http_error(
+            &g->r->h, 413, "response_too_large",
+            "shard '%s' answered a range page of more than the proxy's max_response_bytes (%lld); read "
+            "its largest values with GET /kv/{key}",
+            s->name, (long long)g->r->px->cfg.max_response_bytes);
         return;
     }
     if (f->status == 0) {
-        kv_http_error(&g->r->h, 503, "shard_unavailable", "shard '%s': no backend answered (%s)", s->name, f->errstr);
+        kv_http_error(&g->r->h, 503, "shard_unavailable", "shard '%s': no backend answered (%s)", s->name,
+                      f->errstr);
         return;
     }
     if (f->status != 200) { /* the node's refusal (a limit past its own, ...) is the answer */
@@ -178,7 +184,8 @@ static void on_shard_page(struct proxy_fetch *f)
     json_t *items = json_object_get(j, "items"), *next = json_object_get(j, "next");
     if (!json_is_array(items) || next == NULL) {
         json_decref(j);
-        kv_http_error(&g->r->h, 502, "bad_gateway", "shard '%s' answered a range with something else", s->name);
+        kv_http_error(&g->r->h, 502, "bad_gateway", "shard '%s' answered a range with something else",
+                      s->name);
         return;
     }
     bool node_more = !json_is_null(next);

@@ -17,7 +17,6 @@
 
 #define NODE_STATS_MAX (1u << 20) /* a node's /stats answer */
 
-
 static uint64_t ld(const _Atomic uint64_t *a)
 {
     return atomic_load_explicit(a, memory_order_relaxed);
@@ -49,8 +48,8 @@ static void backend_json(struct kv_buf *b, struct proxy_backend *x, uint64_t now
         json_str(b, role);
     else
         kv_buf_append_str(b, "null");
-    kv_buf_printf(b, ",\"checks\":%llu,\"checks_failed\":%llu,\"last_check_ms_ago\":", (unsigned long long)ld(&x->checks),
-                  (unsigned long long)ld(&x->checks_failed));
+    kv_buf_printf(b, ",\"checks\":%llu,\"checks_failed\":%llu,\"last_check_ms_ago\":",
+                  (unsigned long long)ld(&x->checks), (unsigned long long)ld(&x->checks_failed));
     if (last_check)
         kv_buf_printf(b, "%llu", (unsigned long long)(now - last_check));
     else
@@ -87,9 +86,11 @@ static void bound_json(struct kv_buf *b, const struct kv_buf *bound, bool presen
 static void own_stats(struct proxy *px, struct kv_buf *b)
 {
     uint64_t now = kv_now_ms();
-    kv_buf_printf(b, "\"role\":\"proxy\",\"version\":\"%s\",\"uptime_seconds\":%llu,\"health_rounds\":%llu,\"shards\":[",
-                  PROXY_VERSION, (unsigned long long)((now - px->started_ms) / 1000),
-                  (unsigned long long)atomic_load(&px->health_rounds));
+    kv_buf_printf(
+        b,
+        "\"role\":\"proxy\",\"version\":\"%s\",\"uptime_seconds\":%llu,\"health_rounds\":%llu,\"shards\":[",
+        PROXY_VERSION, (unsigned long long)((now - px->started_ms) / 1000),
+        (unsigned long long)atomic_load(&px->health_rounds));
     for (size_t i = 0; i < px->map.n; i++) {
         struct proxy_shard *s = &px->map.shards[i];
         kv_buf_append_str(b, i ? ",{\"name\":" : "{\"name\":");
@@ -214,9 +215,11 @@ void proxy_handle_stats(struct kv_http_req *h)
     c->r = r;
     c->f = calloc(px->map.nbackends, sizeof *c->f);
     c->pending = px->map.nbackends;
-    struct proxy_call call = {.method = h2o_iovec_init(H2O_STRLIT("GET")), .path = h2o_iovec_init(H2O_STRLIT("/stats"))};
+    struct proxy_call call = {.method = h2o_iovec_init(H2O_STRLIT("GET")),
+                              .path = h2o_iovec_init(H2O_STRLIT("/stats"))};
     for (size_t i = 0; i < px->map.nbackends; i++)
-        c->f[i] = proxy_fetch_start(r, &call, &px->map.backends[i], 1, false, NODE_STATS_MAX, on_node_stats, c);
+        c->f[i] =
+            proxy_fetch_start(r, &call, &px->map.backends[i], 1, false, NODE_STATS_MAX, on_node_stats, c);
 }
 
 /* ---- GET /metrics -------------------------------------------------------------------------------------- */
@@ -235,8 +238,9 @@ void proxy_handle_metrics(struct kv_http_req *h)
     struct proxy *px = r->px;
     const struct proxy_map *m = &px->map;
     struct kv_buf b = {0};
-    kv_buf_printf(&b, "# HELP triekv_proxy_info The proxy's version.\n# TYPE triekv_proxy_info gauge\n"
-                      "triekv_proxy_info{version=\"%s\"} 1\n",
+    kv_buf_printf(&b,
+                  "# HELP triekv_proxy_info The proxy's version.\n# TYPE triekv_proxy_info gauge\n"
+                  "triekv_proxy_info{version=\"%s\"} 1\n",
                   PROXY_VERSION);
     kv_http_metric(&b, "triekv_proxy_uptime_seconds", "gauge", "Seconds since the proxy started.",
                    (double)(kv_now_ms() - px->started_ms) / 1000.0);
@@ -277,7 +281,8 @@ void proxy_handle_metrics(struct kv_http_req *h)
     kv_http_reply(&r->h, 200, "text/plain; version=0.0.4; charset=utf-8", &b);
 }
 
-/* ---- GET /health ----------------------------------------------------------------------------------------- */
+/* ---- GET /health -----------------------------------------------------------------------------------------
+ */
 
 void proxy_handle_health(struct kv_http_req *h)
 {

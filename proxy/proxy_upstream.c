@@ -39,7 +39,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define HEAD_MAX (64u << 10) /* a node's status line and headers */
+#define HEAD_MAX    (64u << 10) /* a node's status line and headers */
 #define HEADERS_MAX 100
 
 /* ---- connections -------------------------------------------------------------------------------- */
@@ -67,12 +67,12 @@ struct upstream {
     struct proxy_backend *order[1 + PROXY_REPLICAS_MAX];
     size_t n, at;
     bool retry;
-    struct upconn *conn;           /* the attempt's connection, or NULL */
-    h2o_timeout_entry_t io_timer;  /* on th->io_timeout while the backend owes bytes */
+    struct upconn *conn;          /* the attempt's connection, or NULL */
+    h2o_timeout_entry_t io_timer; /* on th->io_timeout while the backend owes bytes */
     h2o_iovec_t reqbufs[2];
     uint64_t attempt_ns;
-    bool sent;                     /* the request went out: a failure may have applied it */
-    char errors[320];              /* "url: why; ..." over the attempts, for the final error */
+    bool sent;        /* the request went out: a failure may have applied it */
+    char errors[320]; /* "url: why; ..." over the attempts, for the final error */
     size_t body_left;
     bool keepalive;
     /* forward */
@@ -273,7 +273,8 @@ struct head {
 
 static bool is_tchar(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || strchr("!#$%&'*+-.^_`|~", c);
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           strchr("!#$%&'*+-.^_`|~", c);
 }
 
 /* Parses "HTTP/1.x SSS reason" CRLF, then "name: value" CRLF lines, then CRLF, from p[0..len).
@@ -287,13 +288,14 @@ static ssize_t parse_head(char *p, size_t len, struct head *out)
     memset(out, 0, sizeof *out);
     out->content_length = SIZE_MAX;
     char *line_end = memmem(p, (size_t)(end - p), "\r\n", 2);
-    if ((size_t)(line_end - p) < 12 || memcmp(p, "HTTP/1.", 7) != 0 || (p[7] != '0' && p[7] != '1') || p[8] != ' ' ||
-        p[9] < '1' || p[9] > '5' || p[10] < '0' || p[10] > '9' || p[11] < '0' || p[11] > '9' ||
+    if ((size_t)(line_end - p) < 12 || memcmp(p, "HTTP/1.", 7) != 0 || (p[7] != '0' && p[7] != '1') ||
+        p[8] != ' ' || p[9] < '1' || p[9] > '5' || p[10] < '0' || p[10] > '9' || p[11] < '0' || p[11] > '9' ||
         (line_end - p > 12 && p[12] != ' '))
         return -1;
     out->minor = p[7] - '0';
     out->status = (p[9] - '0') * 100 + (p[10] - '0') * 10 + (p[11] - '0');
-    out->reason = line_end - p > 13 ? h2o_iovec_init(p + 13, (size_t)(line_end - p - 13)) : h2o_iovec_init("", 0);
+    out->reason =
+        line_end - p > 13 ? h2o_iovec_init(p + 13, (size_t)(line_end - p - 13)) : h2o_iovec_init("", 0);
     for (char *l = line_end + 2; l < end;) {
         char *e = memmem(l, (size_t)(end - l), "\r\n", 2);
         char *colon = memchr(l, ':', (size_t)(e - l));
@@ -309,7 +311,8 @@ static ssize_t parse_head(char *p, size_t len, struct head *out)
             v++;
         while (ve > v && (ve[-1] == ' ' || ve[-1] == '\t'))
             ve--;
-        h2o_iovec_t name = h2o_iovec_init(l, (size_t)(colon - l)), value = h2o_iovec_init(v, (size_t)(ve - v));
+        h2o_iovec_t name = h2o_iovec_init(l, (size_t)(colon - l)),
+                    value = h2o_iovec_init(v, (size_t)(ve - v));
         if (h2o_memis(name.base, name.len, H2O_STRLIT("content-length"))) {
             size_t cl = h2o_strtosize(value.base, value.len);
             if (cl == SIZE_MAX || (out->content_length != SIZE_MAX && out->content_length != cl))
@@ -346,17 +349,20 @@ static void give_up(struct upstream *u)
     struct kv_http_req *h = &u->r->h;
     struct proxy_shard *s = u->order[0]->shard;
     if (!u->retry && u->sent)
-        kv_http_error(h, 502, "main_failed",
-                      "shard '%s': the main %s broke off before answering (%s); the write may or may not have "
-                      "been applied: read the key to see",
-                      s->name, u->order[0]->url, u->errors);
+        kv_http_error(
+            h, 502, "main_failed",
+            "shard '%s': the main %s broke off before answering (%s); the write may or may not have "
+            "been applied: read the key to see",
+            s->name, u->order[0]->url, u->errors);
     else if (!u->retry)
-        kv_http_error(h, 503, "main_unavailable",
-                      "shard '%s': its main cannot be reached (%s); nothing was written. Reads of its keys still "
-                      "go to its replicas; retry the write when the main is back",
-                      s->name, u->errors);
+        kv_http_error(
+            h, 503, "main_unavailable",
+            "shard '%s': its main cannot be reached (%s); nothing was written. Reads of its keys still "
+            "go to its replicas; retry the write when the main is back",
+            s->name, u->errors);
     else
-        kv_http_error(h, 503, "shard_unavailable", "shard '%s': no backend answered (%s)", s->name, u->errors);
+        kv_http_error(h, 503, "shard_unavailable", "shard '%s': no backend answered (%s)", s->name,
+                      u->errors);
 }
 
 /* Drops the attempt's connection (not reusable) and its timer. */
@@ -519,7 +525,8 @@ static void forward_head(struct upstream *u, const struct head *hd)
             h2o_add_header(&req->pool, &req->res.headers, t, NULL, value.base, value.len);
         } else {
             h2o_iovec_t nm = h2o_strdup(&req->pool, name.base, name.len);
-            h2o_add_header_by_str(&req->pool, &req->res.headers, nm.base, nm.len, 0, NULL, value.base, value.len);
+            h2o_add_header_by_str(&req->pool, &req->res.headers, nm.base, nm.len, 0, NULL, value.base,
+                                  value.len);
         }
     }
     h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-triekv-backend"), 0, NULL, b->url,
@@ -551,7 +558,8 @@ static void fetch_body(struct upstream *u)
     u->cb(&u->fetch);
 }
 
-/* ---- reading the answer ---------------------------------------------------------------------------------- */
+/* ---- reading the answer ----------------------------------------------------------------------------------
+ */
 
 /* A complete head arrived: decide, then take the body that came with it. */
 static void on_head(struct upstream *u, struct head *hd, size_t head_len)
@@ -582,7 +590,8 @@ static void on_head(struct upstream *u, struct head *hd, size_t head_len)
         u->fetch.backend = b;
         for (size_t i = 0; i < hd->n; i++) {
             if (h2o_memis(hd->h[i].name.base, hd->h[i].name.len, H2O_STRLIT("x-triekv-seq")))
-                snprintf(u->fetch.seq, sizeof u->fetch.seq, "%.*s", (int)hd->h[i].value.len, hd->h[i].value.base);
+                snprintf(u->fetch.seq, sizeof u->fetch.seq, "%.*s", (int)hd->h[i].value.len,
+                         hd->h[i].value.base);
         }
         if (u->body_left > u->max_body) {
             snprintf(u->fetch.errstr, sizeof u->fetch.errstr, "%s answered %zu bytes, more than %zu", b->url,
@@ -736,9 +745,10 @@ static void start_attempt(struct upstream *u)
         connect_to(u, (struct sockaddr *)&b->addr, b->addr_len);
         return;
     }
-    c->getaddr = h2o_hostinfo_getaddr(&th->http.ctx.receivers.hostinfo_getaddr, h2o_iovec_init(b->host, strlen(b->host)),
-                                      h2o_iovec_init(b->port, strlen(b->port)), AF_UNSPEC, SOCK_STREAM, IPPROTO_TCP,
-                                      AI_ADDRCONFIG | AI_NUMERICSERV, on_getaddr, c);
+    c->getaddr = h2o_hostinfo_getaddr(&th->http.ctx.receivers.hostinfo_getaddr,
+                                      h2o_iovec_init(b->host, strlen(b->host)),
+                                      h2o_iovec_init(b->port, strlen(b->port)), AF_UNSPEC, SOCK_STREAM,
+                                      IPPROTO_TCP, AI_ADDRCONFIG | AI_NUMERICSERV, on_getaddr, c);
 }
 
 static void upstream_dispose(void *p)

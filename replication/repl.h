@@ -41,14 +41,14 @@ enum repl_mode { REPL_ASYNC = 0, REPL_SYNC };
 
 struct repl_config {
     const char *cluster_id;
-    const char *token;      /* "" or NULL: none */
-    const char *main_url;   /* the main's public URL, told to replicas for their refusals */
-    char *const *replicas;  /* base URLs of the replicas' replication ports */
+    const char *token;     /* "" or NULL: none */
+    const char *main_url;  /* the main's public URL, told to replicas for their refusals */
+    char *const *replicas; /* base URLs of the replicas' replication ports */
     size_t nreplicas;
-    uint64_t batch_bytes;   /* records per POST, about (a larger record goes alone) */
+    uint64_t batch_bytes;     /* records per POST, about (a larger record goes alone) */
     uint64_t retention_bytes; /* commit log held for lagging replicas, at most */
     uint32_t backoff_min_ms, backoff_max_ms;
-    uint32_t timeout_ms;    /* a request that moves no byte for this long fails */
+    uint32_t timeout_ms; /* a request that moves no byte for this long fails */
 };
 
 /* ---- main side ------------------------------------------------------------------------------ */
@@ -67,12 +67,12 @@ uint64_t repl_acked_by(struct repl_sender *s, int n);
 
 struct repl_replica_stats {
     char url[256];
-    const char *state;     /* "connecting", "streaming", "snapshot", "backoff", "refused" */
-    bool connected;        /* the last request succeeded */
+    const char *state; /* "connecting", "streaming", "snapshot", "backoff", "refused" */
+    bool connected;    /* the last request succeeded */
     uint64_t acked_seq;
     uint64_t lag_records;
     uint64_t lag_bytes;
-    double lag_seconds;    /* since the oldest batch it has not acknowledged was committed, about */
+    double lag_seconds; /* since the oldest batch it has not acknowledged was committed, about */
     uint64_t retries;
     uint64_t snapshots;
     uint64_t batches_sent, bytes_sent;
@@ -85,7 +85,8 @@ size_t repl_sender_stats(struct repl_sender *s, struct repl_replica_stats *out, 
 
 struct repl_receiver;
 
-int repl_receiver_create(struct triekv *db, const char *cluster_id, const char *token, struct repl_receiver **out);
+int repl_receiver_create(struct triekv *db, const char *cluster_id, const char *token,
+                         struct repl_receiver **out);
 void repl_receiver_destroy(struct repl_receiver *r);
 
 /* Whether a request with these header values may speak for the main (0, or KV_E_FORBIDDEN with a
@@ -104,9 +105,9 @@ int repl_receiver_snapshot_end(struct repl_receiver *r, uint64_t seq, uint32_t e
 
 struct repl_receiver_stats {
     uint64_t applied_seq;
-    uint64_t main_seq;          /* as last heard */
+    uint64_t main_seq;            /* as last heard */
     double since_contact_seconds; /* since the main last spoke (-1: never) */
-    double staleness_seconds;   /* since the replica last had everything the main had (0: now) */
+    double staleness_seconds;     /* since the replica last had everything the main had (0: now) */
     bool resyncing;
     uint64_t batches, records, snapshots, refused;
 };

@@ -26,7 +26,8 @@ struct repl_receiver {
     uint64_t batches, records, snapshots, refused;
 };
 
-int repl_receiver_create(struct triekv *db, const char *cluster_id, const char *token, struct repl_receiver **out)
+int repl_receiver_create(struct triekv *db, const char *cluster_id, const char *token,
+                         struct repl_receiver **out)
 {
     struct repl_receiver *r = kv_calloc(1, sizeof *r);
     r->db = db;
@@ -143,8 +144,8 @@ int repl_receiver_snapshot_chunk(struct repl_receiver *r, const uint8_t *body, s
         off += 14;
         if ((uint64_t)klen + vlen > end - off)
             return KV_E_CORRUPT;
-        int rc = triekv_snapshot_put(r->db, kv_slice_make(body + off, klen), kv_slice_make(body + off + klen, vlen),
-                                     version);
+        int rc = triekv_snapshot_put(r->db, kv_slice_make(body + off, klen),
+                                     kv_slice_make(body + off + klen, vlen), version);
         if (rc != KV_OK)
             return rc;
         off += (size_t)klen + vlen;

@@ -44,10 +44,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define REPL_COMPONENT "repl"
-#define RESPONSE_MAX (64u << 10)    /* replication answers are small JSON */
-#define HEARTBEAT_MS 1000           /* an idle stream still tells the replica the main's seq */
-#define SNAPSHOT_ITEMS_MAX 10000    /* items per snapshot chunk */
+#define REPL_COMPONENT     "repl"
+#define RESPONSE_MAX       (64u << 10) /* replication answers are small JSON */
+#define HEARTBEAT_MS       1000        /* an idle stream still tells the replica the main's seq */
+#define SNAPSHOT_ITEMS_MAX 10000       /* items per snapshot chunk */
 
 struct sender {
     struct repl_sender *owner;
@@ -163,10 +163,10 @@ static int request(struct sender *x, const char *method, const char *path, const
 
 /* What a replica says about itself. */
 struct replica_state {
-    uint64_t applied;   /* its last batch */
-    bool epoch_known;   /* whether it could name that batch's epoch */
+    uint64_t applied; /* its last batch */
+    bool epoch_known; /* whether it could name that batch's epoch */
     uint32_t epoch;
-    bool resyncing;     /* a snapshot load was cut short */
+    bool resyncing; /* a snapshot load was cut short */
 };
 
 /* {"applied_seq": N, ...} from the last answer. */
@@ -264,8 +264,8 @@ static int snapshot(struct sender *x, uint64_t *applied)
     triekv_stats(o->db, &st);
     uint64_t s = st.seq;
     atomic_store(&x->hold, s + 1); /* the tail after the snapshot stays in the log */
-    kv_log_info(REPL_COMPONENT, "%s: resyncing with a snapshot at seq %" PRIu64 " (%" PRIu64 " keys)", x->url, s,
-                st.keys);
+    kv_log_info(REPL_COMPONENT, "%s: resyncing with a snapshot at seq %" PRIu64 " (%" PRIu64 " keys)", x->url,
+                s, st.keys);
     int rc = call(x, "POST", "/replication/snapshot/begin", NULL, 0, NULL);
     struct chunk c = {0};
     struct kv_buf after = {0}; /* the last key sent: the next page starts after it */
@@ -401,8 +401,10 @@ static void sleep_ms(struct repl_sender *o, uint32_t ms)
 static bool needs_snapshot(struct sender *x, const struct replica_state *rs, uint64_t main_seq)
 {
     if (rs->applied > main_seq) {
-        kv_log_warn(REPL_COMPONENT, "%s: the replica is ahead of the main (%" PRIu64 " > %" PRIu64 "): the main "
-                    "lost writes; resyncing the replica", x->url, rs->applied, main_seq);
+        kv_log_warn(REPL_COMPONENT,
+                    "%s: the replica is ahead of the main (%" PRIu64 " > %" PRIu64 "): the main "
+                    "lost writes; resyncing the replica",
+                    x->url, rs->applied, main_seq);
         return true;
     }
     if (rs->applied == 0)
@@ -414,10 +416,11 @@ static bool needs_snapshot(struct sender *x, const struct replica_state *rs, uin
      * word, or it would be resynced on every reconnection. */
     bool diverged = known ? !rs->epoch_known || rs->epoch != mine : rs->epoch_known;
     if (diverged)
-        kv_log_warn(REPL_COMPONENT, "%s: the replica's batch %" PRIu64 " is not the main's (epoch %" PRIu32
+        kv_log_warn(REPL_COMPONENT,
+                    "%s: the replica's batch %" PRIu64 " is not the main's (epoch %" PRIu32
                     " there, the main's %s%" PRIu32 "): the main lost writes and reused their numbers; "
-                    "resyncing the replica", x->url, rs->applied, rs->epoch, known ? "" : "unknown ",
-                    known ? mine : 0);
+                    "resyncing the replica",
+                    x->url, rs->applied, rs->epoch, known ? "" : "unknown ", known ? mine : 0);
     return diverged;
 }
 
@@ -437,8 +440,9 @@ static void *sender_main(void *arg)
             struct triekv_stats st;
             triekv_stats(o->db, &st);
             if (!said_connected)
-                kv_log_info(REPL_COMPONENT, "%s: connected; the replica has seq %" PRIu64 ", the main %" PRIu64,
-                            x->url, applied, st.seq);
+                kv_log_info(REPL_COMPONENT,
+                            "%s: connected; the replica has seq %" PRIu64 ", the main %" PRIu64, x->url,
+                            applied, st.seq);
             said_connected = true;
             x->refused_logged = false;
             if (rs.resyncing || needs_snapshot(x, &rs, st.seq))
@@ -456,7 +460,7 @@ static void *sender_main(void *arg)
         if (atomic_load(&o->stop))
             break;
         if (rc == -3 && atomic_load(&x->acked) > applied)
-            gaps = 0; /* batches went through before this gap: progress */
+            gaps = 0;                /* batches went through before this gap: progress */
         if (rc == -3 && gaps++ == 0) /* a gap: start over at once from what the replica has */
             continue;
         if (rc == 0) {

@@ -273,7 +273,8 @@ static void count_tree(struct triekv *db, struct trie_node *n, struct node_list 
 
 /* Replay step: a batch the store cannot apply (its partition is damaged) leaves the store
  * read-only rather than unopenable; the commit log keeps the batch, since no checkpoint runs. */
-static int replay_apply(struct triekv *db, uint64_t seq, const uint8_t *payload, uint32_t len, uint32_t op_count)
+static int replay_apply(struct triekv *db, uint64_t seq, const uint8_t *payload, uint32_t len,
+                        uint32_t op_count)
 {
     if (atomic_load(&db->read_only) != 0)
         return KV_OK;
@@ -426,8 +427,8 @@ int triekv_open(const char *dir, const struct triekv_options *opt, struct triekv
     }
     if (last > ckpt)
         trie_ckpt_poke(db, true); /* trim the replayed commit log soon */
-    trie_log(db, KV_LOG_INFO, "opened %s: %" PRIu64 " keys, seq %" PRIu64 ", %" PRIu64 " partitions, i/o %s", dir,
-             atomic_load(&db->st_keys), last, atomic_load(&db->st_partitions), db->io->name);
+    trie_log(db, KV_LOG_INFO, "opened %s: %" PRIu64 " keys, seq %" PRIu64 ", %" PRIu64 " partitions, i/o %s",
+             dir, atomic_load(&db->st_keys), last, atomic_load(&db->st_partitions), db->io->name);
     *out = db;
     return KV_OK;
 fail:

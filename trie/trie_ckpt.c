@@ -144,7 +144,8 @@ static bool pin_can_go(struct triekv *db, struct trie_page *p)
     return true;
 }
 
-static int flush_pages(struct triekv *db, struct trie_page **pages, size_t n, bool maint_held, struct node_vec *over)
+static int flush_pages(struct triekv *db, struct trie_page **pages, size_t n, bool maint_held,
+                       struct node_vec *over)
 {
     struct trie_flush *f = kv_calloc(n ? n : 1, sizeof *f);
     size_t nf = 0;
@@ -274,8 +275,8 @@ static int compact(struct triekv *db, struct trie_node *n, struct trie_page *p)
         if (kv_log_get_level() >= KV_LOG_DEBUG) {
             struct kv_buf name = {0};
             trie_part_name(n->prefix, n->plen, false, &name);
-            trie_log(db, KV_LOG_DEBUG, "compacted %s: %" PRIu64 " -> %" PRIu64 " bytes, %u keys", (char *)name.ptr,
-                     before, bytes, nrecs);
+            trie_log(db, KV_LOG_DEBUG, "compacted %s: %" PRIu64 " -> %" PRIu64 " bytes, %u keys",
+                     (char *)name.ptr, before, bytes, nrecs);
             kv_buf_free(&name);
         }
     }
@@ -335,8 +336,8 @@ static int split(struct triekv *db, struct trie_node *n, struct trie_page *p)
     /* LIVE -> CHILDREN_WRITTEN */
     for (uint32_t g = 0; g < ngroups && rc == KV_OK; g++) {
         cprefix[n->plen] = groups[g].byte;
-        rc = trie_part_write_tmp(db, cprefix, n->plen + 1, recs + groups[g].start, groups[g].end - groups[g].start,
-                                 none, &groups[g].bytes);
+        rc = trie_part_write_tmp(db, cprefix, n->plen + 1, recs + groups[g].start,
+                                 groups[g].end - groups[g].start, none, &groups[g].bytes);
     }
     if (rc != KV_OK)
         goto out; /* nothing published: the .tmp files go at the next open or attempt */
@@ -391,8 +392,8 @@ static int split(struct triekv *db, struct trie_node *n, struct trie_page *p)
     if (kv_log_get_level() >= KV_LOG_DEBUG) {
         struct kv_buf name = {0};
         trie_part_name(n->prefix, n->plen, false, &name);
-        trie_log(db, KV_LOG_DEBUG, "split %s into %u children (%u keys moved, %u stay)", (char *)name.ptr, ngroups,
-                 nrecs - stays, stays);
+        trie_log(db, KV_LOG_DEBUG, "split %s into %u children (%u keys moved, %u stay)", (char *)name.ptr,
+                 ngroups, nrecs - stays, stays);
         kv_buf_free(&name);
     }
     atomic_fetch_add(&db->st_partitions, ngroups);
@@ -475,7 +476,8 @@ static uint64_t retention_keep_from(struct triekv *db, uint64_t seq)
     }
     uint64_t from = i < w->nsegs ? w->segs[i].first_seq : keep;
     /* segments i-1, i-2, ... end before keep; keep them back to hold within the cap */
-    while (i > 0 && w->segs[i].first_seq > hold && bytes + w->segs[i - 1].bytes <= db->opt.retention_bytes_max) {
+    while (i > 0 && w->segs[i].first_seq > hold &&
+           bytes + w->segs[i - 1].bytes <= db->opt.retention_bytes_max) {
         i--;
         bytes += w->segs[i].bytes;
         from = w->segs[i].first_seq;
@@ -523,8 +525,9 @@ int trie_ckpt_run(struct triekv *db)
     }
     if (rc == KV_OK) {
         atomic_store(&db->checkpoint_seq, seq);
-        trie_log(db, KV_LOG_DEBUG, "checkpoint at seq %" PRIu64 ": %zu dirty partitions flushed, %zu maintained",
-                 seq, n, over.n);
+        trie_log(db, KV_LOG_DEBUG,
+                 "checkpoint at seq %" PRIu64 ": %zu dirty partitions flushed, %zu maintained", seq, n,
+                 over.n);
         rc = trie_wal_drop_before(db, retention_keep_from(db, seq));
         if (rc != KV_OK)
             trie_log(db, KV_LOG_WARN, "cannot drop old commit log segments: %s", kv_strerror(rc));
@@ -581,7 +584,9 @@ bool trie_ckpt_pressure(struct triekv *db)
 
 void trie_ckpt_poke(struct triekv *db, bool force)
 {
-    if (!force && atomic_load_explicit(&db->wal.bytes_since_ckpt, memory_order_relaxed) < db->opt.checkpoint_wal_bytes &&
+    if (!force &&
+        atomic_load_explicit(&db->wal.bytes_since_ckpt, memory_order_relaxed) <
+            db->opt.checkpoint_wal_bytes &&
         !trie_ckpt_pressure(db))
         return;
     pthread_mutex_lock(&db->ckpt_mu);
@@ -617,7 +622,8 @@ static void *ckpt_main(void *arg)
         }
         if (db->ckpt_stop)
             break;
-        bool due = kv_now_ms() - last_run >= db->opt.checkpoint_interval_ms && atomic_load(&db->dirty_bytes) > 0;
+        bool due =
+            kv_now_ms() - last_run >= db->opt.checkpoint_interval_ms && atomic_load(&db->dirty_bytes) > 0;
         bool run = db->ckpt_wanted || due;
         if (run)
             last_run = kv_now_ms();

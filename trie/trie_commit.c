@@ -34,9 +34,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define GROUP_BATCHES_MAX 1024             /* batches per group */
-#define GROUP_BYTES_MAX   (32u << 20)      /* payload bytes per group (a larger batch goes alone) */
-#define DIRTY_WAIT_MS     50               /* backpressure poll while the checkpointer catches up */
+#define GROUP_BATCHES_MAX 1024        /* batches per group */
+#define GROUP_BYTES_MAX   (32u << 20) /* payload bytes per group (a larger batch goes alone) */
+#define DIRTY_WAIT_MS     50          /* backpressure poll while the checkpointer catches up */
 
 /* ---- batches -------------------------------------------------------------------------------- */
 
@@ -96,8 +96,8 @@ static int batch_add(struct triekv_batch *b, uint8_t type, struct kv_slice key, 
     return KV_OK;
 }
 
-int triekv_batch_put(struct triekv_batch *b, struct kv_slice key, struct kv_slice value, enum triekv_cond cond,
-                     uint64_t version)
+int triekv_batch_put(struct triekv_batch *b, struct kv_slice key, struct kv_slice value,
+                     enum triekv_cond cond, uint64_t version)
 {
     return batch_add(b, TRIE_REC_PUT, key, value, cond, version);
 }
@@ -235,7 +235,8 @@ static bool cond_holds(const struct trie_op *op, bool present, uint64_t version)
 }
 
 /* Pins pages and checks preconditions of writer w, whose seq would be seq. */
-static void evaluate(struct triekv *db, struct group *g, struct overlay *o, struct trie_writer *w, uint64_t seq)
+static void evaluate(struct triekv *db, struct group *g, struct overlay *o, struct trie_writer *w,
+                     uint64_t seq)
 {
     struct triekv_batch *b = w->batch;
     uint32_t mark = o ? o->nundo : 0;
@@ -565,7 +566,8 @@ int triekv_write_nowait(struct triekv *db, struct triekv_batch *b, struct triekv
     }
     pthread_mutex_lock(&db->q_mu);
     /* Only an idle pipeline: a queued writer would be overtaken, a leader waited for. */
-    if (db->leader_active || db->q_head != NULL || db->stopping || pthread_mutex_trylock(&db->maint_mu) != 0) {
+    if (db->leader_active || db->q_head != NULL || db->stopping ||
+        pthread_mutex_trylock(&db->maint_mu) != 0) {
         pthread_mutex_unlock(&db->q_mu);
         return KV_E_BUSY;
     }
@@ -770,8 +772,8 @@ int trie_commit_given(struct triekv *db, struct trie_writer **w, uint32_t n)
     return rc;
 }
 
-int trie_apply_payload(struct triekv *db, uint64_t seq, const uint8_t *payload, uint32_t len, uint32_t op_count,
-                       bool guard)
+int trie_apply_payload(struct triekv *db, uint64_t seq, const uint8_t *payload, uint32_t len,
+                       uint32_t op_count, bool guard)
 {
     uint32_t off = 0;
     for (uint32_t i = 0; i < op_count; i++) {

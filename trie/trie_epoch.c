@@ -38,8 +38,8 @@
 #include <unistd.h>
 
 #define EPOCHS_MAGIC 0x45564b54u /* "TKVE" */
-#define EPOCHS_HDR 16u
-#define EPOCH_ENTRY 16u
+#define EPOCHS_HDR   16u
+#define EPOCH_ENTRY  16u
 
 uint32_t trie_epoch_new(uint32_t avoid)
 {

@@ -72,9 +72,9 @@ enum trie_rec_type { TRIE_REC_PUT = 1, TRIE_REC_DEL = 2, TRIE_REC_SUMMARY = 3 };
  *         0 1 type (TRIE_REC_PUT/DEL)  1 1 reserved  2 2 key_len  4 4 value_len  8 .. key, value
  * The payload checksum is computed by the writer before it queues (outside every lock); the
  * leader stamps seq and the header checksum. */
-#define TRIE_WAL_MAGIC  0x57564b54u /* "TKVW" */
-#define TRIE_WAL_HDR    32u
-#define TRIE_OP_HDR     8u
+#define TRIE_WAL_MAGIC 0x57564b54u /* "TKVW" */
+#define TRIE_WAL_HDR   32u
+#define TRIE_OP_HDR    8u
 
 /* The checkpoint record, file CHECKPOINT, replaced atomically (tmp, fsync, rename, dir fsync):
  *   0 4 magic TRIE_CKPT_MAGIC   4 4 crc32c over [8, 24)   8 4 version   12 4 reserved
@@ -82,12 +82,12 @@ enum trie_rec_type { TRIE_REC_PUT = 1, TRIE_REC_DEL = 2, TRIE_REC_SUMMARY = 3 };
 #define TRIE_CKPT_MAGIC 0x43564b54u /* "TKVC" */
 #define TRIE_CKPT_LEN   24u
 
-#define TRIE_WAL_DIR   "wal"
-#define TRIE_CKPT_FILE "CHECKPOINT"
+#define TRIE_WAL_DIR     "wal"
+#define TRIE_CKPT_FILE   "CHECKPOINT"
 #define TRIE_EPOCHS_FILE "EPOCHS"
-#define TRIE_LOCK_FILE "LOCK"
-#define TRIE_PART_EXT  ".dat"
-#define TRIE_TMP_EXT   ".tmp"
+#define TRIE_LOCK_FILE   "LOCK"
+#define TRIE_PART_EXT    ".dat"
+#define TRIE_TMP_EXT     ".tmp"
 
 /* ---- in-memory records ---------------------------------------------------------------------- */
 
@@ -194,13 +194,13 @@ struct trie_page {
     uint32_t nslots;         /* power of two, load <= 3/4 */
     uint32_t *order;         /* recs indexes in key order; valid while order_valid */
     bool order_valid;
-    pthread_mutex_t order_mu; /* builds the order under a read lock */
+    pthread_mutex_t order_mu;    /* builds the order under a read lock */
     struct triekv_value **dirty; /* records (tombstones included) not yet in the log, seq order */
     uint32_t ndirty, cap_dirty;
-    uint64_t dirty_bytes;        /* their encoded size */
-    bool dirty_pinned;           /* one cache pin while dirty records exist, are flushing, or the
-                                    page is on the dirty list */
-    _Atomic bool on_dirty_list;  /* changed under db->dirty_mu; read without it as a hint */
+    uint64_t dirty_bytes;         /* their encoded size */
+    bool dirty_pinned;            /* one cache pin while dirty records exist, are flushing, or the
+                                     page is on the dirty list */
+    _Atomic bool on_dirty_list;   /* changed under db->dirty_mu; read without it as a hint */
     struct trie_page *dirty_next; /* guarded by db->dirty_mu */
     uint64_t live_value_bytes;
     uint64_t live_rec_bytes; /* encoded size of the live records: what a compaction would keep */
@@ -280,11 +280,13 @@ void trie_part_name(const uint8_t *prefix, uint32_t plen, bool tmp, struct kv_bu
  * parent) are skipped. */
 int trie_part_load(struct triekv *db, struct trie_node *n, struct trie_page **out);
 /* Reads only the trailing summary record: KV_E_NOT_FOUND when the log does not end with one. */
-int trie_part_read_summary(struct triekv *db, struct trie_node *n, uint64_t *file_bytes, struct trie_summary *s);
+int trie_part_read_summary(struct triekv *db, struct trie_node *n, uint64_t *file_bytes,
+                           struct trie_summary *s);
 /* Writes a whole new log for prefix from recs[0..n) (sorted by key) plus a summary, as a .tmp
  * file, fsynced; *bytes gets its size. Publish it with trie_part_publish. */
-int trie_part_write_tmp(struct triekv *db, const uint8_t *prefix, uint32_t plen, struct triekv_value *const *recs,
-                        uint32_t n, const uint8_t children[32], uint64_t *bytes);
+int trie_part_write_tmp(struct triekv *db, const uint8_t *prefix, uint32_t plen,
+                        struct triekv_value *const *recs, uint32_t n, const uint8_t children[32],
+                        uint64_t *bytes);
 int trie_part_publish(struct triekv *db, const uint8_t *prefix, uint32_t plen);
 void trie_summary_of_page(const struct trie_page *p, struct trie_summary *s);
 
@@ -295,7 +297,7 @@ struct trie_part_out {
     struct {
         const uint8_t *ptr; /* NULL: the range [off, off + len) of buf */
         size_t off, len;
-    } *pieces;
+    } * pieces;
     int npieces, cap;
     size_t buf_mark; /* start of the buf range not yet turned into a piece */
     uint64_t bytes;
@@ -307,8 +309,8 @@ struct trie_flush {
     struct triekv_value **recs; /* the swapped-out dirty log; references held */
     uint32_t nrecs;
     struct trie_summary summary;
-    uint64_t off;      /* where the records go: the end of the log */
-    bool new_file;     /* no log yet: written whole and published by rename */
+    uint64_t off;  /* where the records go: the end of the log */
+    bool new_file; /* no log yet: written whole and published by rename */
     struct trie_part_out out;
     struct iovec *iov;
     int iovcnt;
@@ -332,14 +334,14 @@ struct trie_wal {
     pthread_mutex_t mu; /* guards segs, nsegs (rotation by the leader, drops by the checkpointer) */
     struct trie_wal_seg *segs;
     uint32_t nsegs, cap_segs;
-    int fd;            /* the last segment, open for appending; leader only (and close) */
-    uint64_t end;      /* its length; leader only */
+    int fd;                    /* the last segment, open for appending; leader only (and close) */
+    uint64_t end;              /* its length; leader only */
     uint64_t unsynced_batches; /* batches written since the last fdatasync (leader) */
     _Atomic uint64_t synced_seq;
     _Atomic uint64_t bytes_since_ckpt;
     _Atomic uint64_t syncs;
     _Atomic uint64_t total_bytes;
-    bool dirty;        /* written since the last sync; maint_mu */
+    bool dirty;           /* written since the last sync; maint_mu */
     uint64_t written_seq; /* last batch written; maint_mu */
 };
 
@@ -349,7 +351,8 @@ typedef int (*trie_replay_fn)(struct triekv *db, uint64_t seq, const uint8_t *pa
                               uint32_t op_count);
 int trie_wal_recover(struct triekv *db, uint64_t from_seq, trie_replay_fn apply, uint64_t *last_seq);
 /* Appends iov (whole records for seqs first..last); syncs when sync. Rotates segments. */
-int trie_wal_append(struct triekv *db, struct iovec *iov, int iovcnt, uint64_t first, uint64_t last, bool sync);
+int trie_wal_append(struct triekv *db, struct iovec *iov, int iovcnt, uint64_t first, uint64_t last,
+                    bool sync);
 /* fdatasync of the current segment when anything is unsynced. */
 int trie_wal_sync(struct triekv *db);
 /* Deletes whole segments holding only batches < keep_from. */
@@ -376,7 +379,7 @@ struct triekv_batch {
 
 struct trie_writer {
     struct triekv_batch *batch;
-    uint64_t given_seq; /* a replicated batch keeps its main's number (0: take the next) */
+    uint64_t given_seq;   /* a replicated batch keeps its main's number (0: take the next) */
     uint32_t given_epoch; /* and its main's epoch */
     bool owns_batch;
     triekv_done_fn done; /* NULL: a thread waits on cv */
@@ -420,14 +423,14 @@ struct triekv {
 
     pthread_mutex_t maint_mu;
     pthread_rwlock_t view_lock;
-    _Atomic uint64_t seq;  /* last committed and visible batch */
+    _Atomic uint64_t seq;   /* last committed and visible batch */
     pthread_mutex_t seq_mu; /* with seq_cv: triekv_wait_seq sleeps here */
     pthread_cond_t seq_cv;
     _Atomic int seq_waiters;
     struct trie_node *graveyard; /* tries replaced by a resync: nodes stay until close (readers) */
     _Atomic bool resyncing;      /* between triekv_snapshot_begin and _end */
-    uint64_t next_seq;     /* leader (maint_mu) */
-    uint32_t epoch;        /* stamps the batches this process commits (trie_epoch.c) */
+    uint64_t next_seq;           /* leader (maint_mu) */
+    uint32_t epoch;              /* stamps the batches this process commits (trie_epoch.c) */
     struct trie_epochs epochs;
     struct trie_wal wal;
     _Atomic int read_only; /* 0, or the error that stopped writes */
@@ -469,8 +472,8 @@ void trie_set_damaged(struct triekv *db, struct trie_node *n, int err, const cha
 /* Applies one WAL payload to the pages (maint_mu held). With guard (recovery, replicated batches),
  * ops older than a key's current version are skipped, which makes replay idempotent (same-version
  * ops are re-applied in order: a batch may touch a key more than once). */
-int trie_apply_payload(struct triekv *db, uint64_t seq, const uint8_t *payload, uint32_t len, uint32_t op_count,
-                       bool guard);
+int trie_apply_payload(struct triekv *db, uint64_t seq, const uint8_t *payload, uint32_t len,
+                       uint32_t op_count, bool guard);
 /* Publishes seq as committed and wakes triekv_wait_seq sleepers. */
 void trie_publish_seq(struct triekv *db, uint64_t seq);
 /* Writes writers[0..n) (batches with given_seq set, contiguous from db->seq + 1) through the

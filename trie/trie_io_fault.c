@@ -31,7 +31,7 @@ struct finode {
     struct kv_buf durable; /* content at the last fdatasync */
     struct fop *ops;       /* since then, in order */
     size_t nops, cap;
-    struct finode *next;   /* all inodes, for freeing */
+    struct finode *next; /* all inodes, for freeing */
 };
 
 struct fname {
@@ -319,7 +319,7 @@ static int fail_check(struct fault_io *f, unsigned kind)
 
 /* ---- the table ------------------------------------------------------------------------------- */
 
-#define F(ctx) ((struct fault_io *)(ctx))
+#define F(ctx)  ((struct fault_io *)(ctx))
 #define BASE(f) (f)->base
 
 static int f_openat(void *ctx, int dirfd, const char *name, int flags, mode_t mode, int *fd)
@@ -388,7 +388,8 @@ static int sync_locked(struct fault_io *f, int fd)
     return rc;
 }
 
-static int write_locked(struct fault_io *f, int fd, const struct iovec *iov, int iovcnt, uint64_t off, int sync)
+static int write_locked(struct fault_io *f, int fd, const struct iovec *iov, int iovcnt, uint64_t off,
+                        int sync)
 {
     if (f->crashed)
         return EIO;
@@ -516,8 +517,9 @@ static int f_submit(void *ctx, struct trie_io_op *ops, size_t n)
     int first = 0;
     pthread_mutex_lock(&f->mu);
     for (size_t i = 0; i < n; i++) {
-        ops[i].res = ops[i].iov ? write_locked(f, ops[i].fd, ops[i].iov, ops[i].iovcnt, ops[i].off, ops[i].sync)
-                                : (f->crashed ? EIO : sync_locked(f, ops[i].fd));
+        ops[i].res = ops[i].iov
+                         ? write_locked(f, ops[i].fd, ops[i].iov, ops[i].iovcnt, ops[i].off, ops[i].sync)
+                         : (f->crashed ? EIO : sync_locked(f, ops[i].fd));
         if (ops[i].res && first == 0)
             first = ops[i].res;
     }

@@ -24,9 +24,9 @@
 struct fault_io;
 
 enum fault_kind {
-    FAULT_WRITE = 1 << 0,  /* pwritev, and the writes of submit */
-    FAULT_SYNC = 1 << 1,   /* fdatasync (also the one pwritev(sync) implies) */
-    FAULT_TRUNC = 1 << 2,  /* ftruncate */
+    FAULT_WRITE = 1 << 0, /* pwritev, and the writes of submit */
+    FAULT_SYNC = 1 << 1,  /* fdatasync (also the one pwritev(sync) implies) */
+    FAULT_TRUNC = 1 << 2, /* ftruncate */
     FAULT_RENAME = 1 << 3,
     FAULT_UNLINK = 1 << 4,
     FAULT_CREATE = 1 << 5, /* openat with O_CREAT */

@@ -24,8 +24,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define URING_POOL    4   /* rings; see the thread note above */
-#define URING_ENTRIES 256 /* SQ entries per ring; a batch larger than this is submitted in parts */
+#define URING_POOL    4    /* rings; see the thread note above */
+#define URING_ENTRIES 256  /* SQ entries per ring; a batch larger than this is submitted in parts */
 #define URING_IOV_MAX 1024 /* iovecs per writev SQE (the kernel's UIO_MAXIOV) */
 
 struct uring_slot {

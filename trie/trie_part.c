@@ -194,7 +194,8 @@ int trie_part_load(struct triekv *db, struct trie_node *n, struct trie_page **ou
     return KV_OK;
 }
 
-int trie_part_read_summary(struct triekv *db, struct trie_node *n, uint64_t *file_bytes, struct trie_summary *s)
+int trie_part_read_summary(struct triekv *db, struct trie_node *n, uint64_t *file_bytes,
+                           struct trie_summary *s)
 {
     struct kv_buf name = {0};
     trie_part_name(n->prefix, n->plen, false, &name);
@@ -325,8 +326,9 @@ static int write_new_file(struct triekv *db, const char *name, struct trie_part_
     return rc ? rc : rc2;
 }
 
-int trie_part_write_tmp(struct triekv *db, const uint8_t *prefix, uint32_t plen, struct triekv_value *const *recs,
-                        uint32_t n, const uint8_t children[32], uint64_t *bytes)
+int trie_part_write_tmp(struct triekv *db, const uint8_t *prefix, uint32_t plen,
+                        struct triekv_value *const *recs, uint32_t n, const uint8_t children[32],
+                        uint64_t *bytes)
 {
     struct trie_summary s = {0};
     for (uint32_t i = 0; i < n; i++) {

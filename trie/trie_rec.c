@@ -72,7 +72,8 @@ uint64_t triekv_value_seq(const struct triekv_value *v)
 
 /* ---- partition records -------------------------------------------------------------------------- */
 
-static uint32_t rec_crc(const uint8_t *hdr, const uint8_t *key, uint32_t klen, const uint8_t *val, uint32_t vlen)
+static uint32_t rec_crc(const uint8_t *hdr, const uint8_t *key, uint32_t klen, const uint8_t *val,
+                        uint32_t vlen)
 {
     uint32_t c = kv_crc32c(0, hdr + 8, TRIE_REC_HDR - 8);
     c = kv_crc32c(c, key, klen);

@@ -74,8 +74,8 @@ struct triekv_log_reader {
     uint64_t next;      /* the next batch to return */
     uint64_t seg_first; /* the open segment's name */
     int fd;
-    uint64_t off;       /* offset of the next record in the segment */
-    struct kv_buf buf;  /* bytes of the segment from buf_off on */
+    uint64_t off;      /* offset of the next record in the segment */
+    struct kv_buf buf; /* bytes of the segment from buf_off on */
     uint64_t buf_off;
 };
 
@@ -295,8 +295,8 @@ static int batch_of_record(const uint8_t *rec, const struct trie_wal_hdr *h, str
             b->cap_ops = b->cap_ops ? b->cap_ops * 2 : 4;
             b->ops = kv_realloc(b->ops, (size_t)b->cap_ops * sizeof *b->ops);
         }
-        b->ops[b->nops++] = (struct trie_op){.type = op.type, .cond = TRIEKV_IF_ANY, .off = at, .klen = op.klen,
-                                             .vlen = op.vlen};
+        b->ops[b->nops++] = (struct trie_op){
+            .type = op.type, .cond = TRIEKV_IF_ANY, .off = at, .klen = op.klen, .vlen = op.vlen};
     }
     if (off != h->payload_len)
         return KV_E_CORRUPT;
@@ -386,7 +386,8 @@ static int wipe_files(struct triekv *db)
             size_t n = strlen(de->d_name);
             bool part = n > 4 && strcmp(de->d_name + n - 4, TRIE_PART_EXT) == 0;
             bool wal = k == 1 && n > 4 && strcmp(de->d_name + n - 4, ".log") == 0;
-            bool ckpt = k == 0 && (strcmp(de->d_name, TRIE_CKPT_FILE) == 0 || strcmp(de->d_name, TRIE_EPOCHS_FILE) == 0);
+            bool ckpt = k == 0 && (strcmp(de->d_name, TRIE_CKPT_FILE) == 0 ||
+                                   strcmp(de->d_name, TRIE_EPOCHS_FILE) == 0);
             bool tmp = n > 4 && strcmp(de->d_name + n - 4, TRIE_TMP_EXT) == 0;
             if (part || wal || ckpt || tmp) {
                 int e = db->io->unlinkat(db->io->ctx, fds[k], de->d_name);

@@ -151,8 +151,8 @@ static int cut_segment(struct triekv *db, const char *name, uint64_t at, uint64_
         rc = db->io->fdatasync(db->io->ctx, fd);
     int rc2 = db->io->close(db->io->ctx, fd);
     if (rc == 0 && rc2 == 0)
-        trie_log(db, KV_LOG_WARN, "cut torn tail of commit log %s: %" PRIu64 " of %" PRIu64 " bytes dropped", name,
-                 size - at, size);
+        trie_log(db, KV_LOG_WARN, "cut torn tail of commit log %s: %" PRIu64 " of %" PRIu64 " bytes dropped",
+                 name, size - at, size);
     return rc ? rc : rc2;
 }
 
@@ -180,8 +180,10 @@ static int replay_segment(struct triekv *db, uint32_t idx, struct replay *r)
         struct trie_wal_hdr h;
         if (!record_valid(buf + off, size - off, &h)) {
             if (!last || valid_record_after(buf, off + 1, size)) {
-                trie_log(db, KV_LOG_ERROR, "commit log %s: invalid record at offset %" PRIu64 " of %" PRIu64
-                         "; refusing to drop what follows it", name, off, size);
+                trie_log(db, KV_LOG_ERROR,
+                         "commit log %s: invalid record at offset %" PRIu64 " of %" PRIu64
+                         "; refusing to drop what follows it",
+                         name, off, size);
                 rc = KV_E_CORRUPT;
                 break;
             }
@@ -191,8 +193,8 @@ static int replay_segment(struct triekv *db, uint32_t idx, struct replay *r)
         }
         bool seq_ok = r->prev == 0 ? h.seq <= r->from_seq + 1 : h.seq == r->prev + 1;
         if (!seq_ok || (off == 0 && h.seq != seg->first_seq)) {
-            trie_log(db, KV_LOG_ERROR, "commit log %s: batch %" PRIu64 " out of sequence (after %" PRIu64 ")", name,
-                     h.seq, r->prev ? r->prev : r->from_seq);
+            trie_log(db, KV_LOG_ERROR, "commit log %s: batch %" PRIu64 " out of sequence (after %" PRIu64 ")",
+                     name, h.seq, r->prev ? r->prev : r->from_seq);
             rc = KV_E_CORRUPT;
             break;
         }
@@ -241,8 +243,8 @@ int trie_wal_recover(struct triekv *db, uint64_t from_seq, trie_replay_fn apply,
     if (rc != KV_OK)
         return rc;
     if (r.prev != 0 && r.prev < from_seq)
-        trie_log(db, KV_LOG_WARN, "commit log ends at batch %" PRIu64 " before the checkpoint at %" PRIu64, r.prev,
-                 from_seq);
+        trie_log(db, KV_LOG_WARN, "commit log ends at batch %" PRIu64 " before the checkpoint at %" PRIu64,
+                 r.prev, from_seq);
     *last_seq = r.prev > from_seq ? r.prev : from_seq;
     w->written_seq = *last_seq;
     atomic_store(&w->synced_seq, *last_seq);
@@ -251,8 +253,9 @@ int trie_wal_recover(struct triekv *db, uint64_t from_seq, trie_replay_fn apply,
         total += w->segs[i].bytes;
     atomic_store(&w->total_bytes, total);
     if (r.applied)
-        trie_log(db, KV_LOG_INFO, "replayed %" PRIu64 " batches from the commit log (%" PRIu64 "..%" PRIu64 ")",
-                 r.applied, from_seq + 1, *last_seq);
+        trie_log(db, KV_LOG_INFO,
+                 "replayed %" PRIu64 " batches from the commit log (%" PRIu64 "..%" PRIu64 ")", r.applied,
+                 from_seq + 1, *last_seq);
     if (w->nsegs == 0)
         return KV_OK;
     char name[WAL_NAME_LEN + 1];
@@ -292,7 +295,8 @@ static int rotate(struct triekv *db, uint64_t first_seq)
     return KV_OK;
 }
 
-int trie_wal_append(struct triekv *db, struct iovec *iov, int iovcnt, uint64_t first, uint64_t last, bool sync)
+int trie_wal_append(struct triekv *db, struct iovec *iov, int iovcnt, uint64_t first, uint64_t last,
+                    bool sync)
 {
     struct trie_wal *w = &db->wal;
     uint64_t len = 0;
@@ -307,8 +311,10 @@ int trie_wal_append(struct triekv *db, struct iovec *iov, int iovcnt, uint64_t f
     if (rc != 0) {
         int cut = db->io->ftruncate(db->io->ctx, w->fd, w->end);
         if (cut != 0 || sync)
-            trie_set_read_only(db, rc, sync ? "commit log write or fdatasync failed" : "cannot cut back a failed "
-                                                                                         "commit log write");
+            trie_set_read_only(db, rc,
+                               sync ? "commit log write or fdatasync failed"
+                                    : "cannot cut back a failed "
+                                      "commit log write");
         return rc;
     }
     w->end += len;

@@ -30,13 +30,13 @@
 #include "common/kv_err.h"
 
 /* Hard caps; configured limits must stay within them (checked by triekv_open). */
-#define TRIEKV_KEY_LEN_MAX    65535u            /* 16-bit length field on disk */
-#define TRIEKV_VALUE_LEN_MAX  (1u << 30)        /* 1 GiB; max_value_size defaults to 64 MiB */
-#define TRIEKV_PAGE_SIZE_MIN  4096u             /* smallest max_page_size (tests split a lot) */
-#define TRIEKV_PAGE_SIZE_MAX  (1ull << 32)      /* largest max_page_size */
-#define TRIEKV_DEPTH_MAX      64u               /* deepest partition prefix; keeps file names < 255 bytes */
-#define TRIEKV_BATCH_OPS_MAX  1000000u          /* operations in one atomic batch */
-#define TRIEKV_BATCH_BYTES_MAX (2ull << 30)     /* encoded bytes of one atomic batch */
+#define TRIEKV_KEY_LEN_MAX     65535u       /* 16-bit length field on disk */
+#define TRIEKV_VALUE_LEN_MAX   (1u << 30)   /* 1 GiB; max_value_size defaults to 64 MiB */
+#define TRIEKV_PAGE_SIZE_MIN   4096u        /* smallest max_page_size (tests split a lot) */
+#define TRIEKV_PAGE_SIZE_MAX   (1ull << 32) /* largest max_page_size */
+#define TRIEKV_DEPTH_MAX       64u          /* deepest partition prefix; keeps file names < 255 bytes */
+#define TRIEKV_BATCH_OPS_MAX   1000000u     /* operations in one atomic batch */
+#define TRIEKV_BATCH_BYTES_MAX (2ull << 30) /* encoded bytes of one atomic batch */
 
 enum triekv_fsync {
     TRIEKV_FSYNC_DEFAULT = 0, /* the OS decides when commit log pages reach the disk */
@@ -55,20 +55,20 @@ struct trie_io; /* trie/trie_io.h: the file-system seam (tests inject faults thr
 
 struct triekv_options {
     enum triekv_fsync fsync;
-    uint32_t fsync_batch_writes;   /* for TRIEKV_FSYNC_BATCH; default 100 */
-    uint32_t fsync_interval_ms;    /* for TRIEKV_FSYNC_INTERVAL; default 1000 */
-    uint64_t cache_bytes;          /* page cache budget; default 500 MiB */
-    uint64_t max_page_size;        /* partition log size that triggers compaction or a split; 4 MiB */
-    uint32_t max_key_size;         /* default 1024 */
-    uint64_t max_value_size;       /* default 64 MiB */
-    uint64_t wal_segment_bytes;    /* commit log segment size; default 64 MiB */
-    uint64_t checkpoint_wal_bytes; /* checkpoint after this much commit log; default 256 MiB */
+    uint32_t fsync_batch_writes;     /* for TRIEKV_FSYNC_BATCH; default 100 */
+    uint32_t fsync_interval_ms;      /* for TRIEKV_FSYNC_INTERVAL; default 1000 */
+    uint64_t cache_bytes;            /* page cache budget; default 500 MiB */
+    uint64_t max_page_size;          /* partition log size that triggers compaction or a split; 4 MiB */
+    uint32_t max_key_size;           /* default 1024 */
+    uint64_t max_value_size;         /* default 64 MiB */
+    uint64_t wal_segment_bytes;      /* commit log segment size; default 64 MiB */
+    uint64_t checkpoint_wal_bytes;   /* checkpoint after this much commit log; default 256 MiB */
     uint32_t checkpoint_interval_ms; /* checkpoint at least this often while dirty; default 60000 */
-    bool manual_checkpoints;       /* no background checkpoints: only triekv_checkpoint and close
-                                      run them (and nothing throttles writers meanwhile) */
-    uint64_t retention_bytes_max;  /* commit log kept for triekv_set_retention; default 1 GiB */
+    bool manual_checkpoints;         /* no background checkpoints: only triekv_checkpoint and close
+                                        run them (and nothing throttles writers meanwhile) */
+    uint64_t retention_bytes_max;    /* commit log kept for triekv_set_retention; default 1 GiB */
     enum triekv_io_backend io_backend;
-    const struct trie_io *io;      /* overrides io_backend when set; borrowed, must outlive the store */
+    const struct trie_io *io; /* overrides io_backend when set; borrowed, must outlive the store */
     /* Log sink for the engine's own events (backend chosen, recovery, corruption found, turned
      * read-only). level is a kv_log_level; msg is valid during the call. NULL: common/kv_log. */
     void (*log)(void *arg, int level, const char *msg);
@@ -111,10 +111,10 @@ int triekv_get(struct triekv *db, struct kv_slice key, struct triekv_value **out
 
 /* Preconditions, checked at commit time against the latest committed state, in commit order. */
 enum triekv_cond {
-    TRIEKV_IF_ANY = 0,  /* unconditional */
-    TRIEKV_IF_ABSENT,   /* the key must not exist (create-only; HTTP If-None-Match: *) */
-    TRIEKV_IF_PRESENT,  /* the key must exist (DELETE that answers 404 when absent) */
-    TRIEKV_IF_VERSION,  /* the key must exist with exactly this version (HTTP If-Match) */
+    TRIEKV_IF_ANY = 0, /* unconditional */
+    TRIEKV_IF_ABSENT,  /* the key must not exist (create-only; HTTP If-None-Match: *) */
+    TRIEKV_IF_PRESENT, /* the key must exist (DELETE that answers 404 when absent) */
+    TRIEKV_IF_VERSION, /* the key must exist with exactly this version (HTTP If-Match) */
 };
 
 /* An atomic batch of puts and deletes, built by the caller and then committed whole: every
@@ -125,15 +125,15 @@ struct triekv_batch *triekv_batch_create(void);
 void triekv_batch_destroy(struct triekv_batch *b); /* NULL is a no-op */
 /* Errors: KV_E_KEY_EMPTY, KV_E_KEY_TOO_LONG (past TRIEKV_KEY_LEN_MAX; the configured limit is
  * checked at commit), KV_E_BATCH_TOO_LARGE. On error the batch is unchanged. */
-int triekv_batch_put(struct triekv_batch *b, struct kv_slice key, struct kv_slice value, enum triekv_cond cond,
-                     uint64_t version);
+int triekv_batch_put(struct triekv_batch *b, struct kv_slice key, struct kv_slice value,
+                     enum triekv_cond cond, uint64_t version);
 int triekv_batch_del(struct triekv_batch *b, struct kv_slice key, enum triekv_cond cond, uint64_t version);
 size_t triekv_batch_count(const struct triekv_batch *b);
 
 struct triekv_write_result {
-    uint64_t seq;         /* the batch's sequence number; the latest committed one if it wrote nothing */
-    uint32_t deleted;     /* delete operations that found their key */
-    int32_t failed_op;    /* on KV_E_PRECONDITION: index of the first failing operation, else -1 */
+    uint64_t seq;      /* the batch's sequence number; the latest committed one if it wrote nothing */
+    uint32_t deleted;  /* delete operations that found their key */
+    int32_t failed_op; /* on KV_E_PRECONDITION: index of the first failing operation, else -1 */
 };
 
 /* Commits b (borrowed; reusable afterwards) and waits until it is committed: written to the commit
@@ -260,30 +260,30 @@ int triekv_snapshot_end(struct triekv *db, uint64_t seq, uint32_t epoch);
 bool triekv_snapshot_active(struct triekv *db);
 
 struct triekv_stats {
-    uint64_t keys;              /* live keys */
-    uint64_t value_bytes;       /* sum of live value lengths */
-    uint64_t seq;               /* last committed sequence number */
-    uint64_t durable_seq;       /* last sequence number known to be on disk */
-    uint64_t checkpoint_seq;    /* last checkpoint */
-    uint64_t gets, puts, deletes; /* operations since open (a batch counts each of its ops; a scan
-                                     counts each item it visits as a get) */
+    uint64_t keys;                 /* live keys */
+    uint64_t value_bytes;          /* sum of live value lengths */
+    uint64_t seq;                  /* last committed sequence number */
+    uint64_t durable_seq;          /* last sequence number known to be on disk */
+    uint64_t checkpoint_seq;       /* last checkpoint */
+    uint64_t gets, puts, deletes;  /* operations since open (a batch counts each of its ops; a scan
+                                      counts each item it visits as a get) */
     uint64_t get_hits, get_misses; /* point reads that found their key, and that did not */
-    uint64_t batches;           /* committed write batches since open */
+    uint64_t batches;              /* committed write batches since open */
     uint64_t precondition_failures;
-    uint64_t partitions;        /* partitions in the trie (nodes with a log or with children) */
+    uint64_t partitions; /* partitions in the trie (nodes with a log or with children) */
     uint64_t partition_depth_max;
     uint64_t splits, compactions, checkpoints;
-    uint64_t wal_bytes;         /* commit log bytes on disk */
+    uint64_t wal_bytes; /* commit log bytes on disk */
     uint64_t wal_segments;
-    uint64_t wal_syncs;         /* fdatasyncs of the commit log since open */
-    uint64_t group_commits;     /* commit-log writes since open; batches / group_commits = group size */
+    uint64_t wal_syncs;     /* fdatasyncs of the commit log since open */
+    uint64_t group_commits; /* commit-log writes since open; batches / group_commits = group size */
     uint64_t cache_budget_bytes, cache_bytes, cache_pinned_bytes, cache_pages;
     uint64_t cache_hits, cache_misses, cache_evictions, cache_evicted_bytes;
     uint64_t corrupt_partitions;
     bool read_only;
-    int read_only_reason;       /* the error that turned the store read-only, else 0 */
+    int read_only_reason; /* the error that turned the store read-only, else 0 */
     enum triekv_fsync fsync;
-    const char *io_backend;     /* "io_uring" or "posix" (static string) */
+    const char *io_backend; /* "io_uring" or "posix" (static string) */
 };
 void triekv_stats(struct triekv *db, struct triekv_stats *out);
 

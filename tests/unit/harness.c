@@ -31,8 +31,8 @@ void harness_check_rc(int rc, int want, const char *expr, const char *file, int 
     if (rc == want)
         return;
     if (current_failures++ < 10)
-        printf("    check failed: %s returned %d (%s), want %d (%s) (%s:%d)\n", expr, rc, kv_strerror(rc), want,
-               kv_strerror(want), file, line);
+        printf("    check failed: %s returned %d (%s), want %d (%s) (%s:%d)\n", expr, rc, kv_strerror(rc),
+               want, kv_strerror(want), file, line);
 }
 
 void harness_run(const char *name, void (*fn)(void))

@@ -20,10 +20,10 @@ void harness_run(const char *name, void (*fn)(void));
 int harness_finish(void);
 bool harness_failed(void); /* the current test has failed a check */
 
-#define CHECK(x) harness_check((x), #x, __FILE__, __LINE__)
+#define CHECK(x)           harness_check((x), #x, __FILE__, __LINE__)
 #define CHECK_RC(rc, want) harness_check_rc((rc), (want), #rc, __FILE__, __LINE__)
-#define CHECK_OK(rc) CHECK_RC(rc, KV_OK)
-#define RUN(fn) harness_run(#fn, fn)
+#define CHECK_OK(rc)       CHECK_RC(rc, KV_OK)
+#define RUN(fn)            harness_run(#fn, fn)
 
 /* A fresh empty directory under $TMPDIR (or /tmp), removed by harness_rmdir. Returns a static
  * buffer per call slot (0..3). */

@@ -117,7 +117,8 @@ static bool same(const struct model *a, const struct model *b)
     if (a->n != b->n)
         return false;
     for (size_t i = 0; i < a->n; i++) {
-        if (model_cmp(a->v[i].key, a->v[i].klen, b->v[i].key, b->v[i].klen) != 0 || a->v[i].vlen != b->v[i].vlen ||
+        if (model_cmp(a->v[i].key, a->v[i].klen, b->v[i].key, b->v[i].klen) != 0 ||
+            a->v[i].vlen != b->v[i].vlen ||
             (a->v[i].vlen && memcmp(a->v[i].val, b->v[i].val, a->v[i].vlen) != 0))
             return false;
     }
@@ -202,7 +203,9 @@ static int nosync_submit(void *ctx, struct trie_io_op *ops, size_t n)
 {
     int first = 0;
     for (size_t i = 0; i < n; i++) {
-        ops[i].res = ops[i].iov ? trie_io_posix()->pwritev(ctx, ops[i].fd, ops[i].iov, ops[i].iovcnt, ops[i].off, 0) : 0;
+        ops[i].res = ops[i].iov
+                         ? trie_io_posix()->pwritev(ctx, ops[i].fd, ops[i].iov, ops[i].iovcnt, ops[i].off, 0)
+                         : 0;
         if (ops[i].res && !first)
             first = ops[i].res;
     }
@@ -221,7 +224,7 @@ static void crash_options(struct triekv_options *o, enum triekv_fsync mode)
     o->fsync = mode;
     o->max_page_size = 4096;
     o->wal_segment_bytes = 8 * 1024; /* segment rotation and drops happen too */
-    o->cache_bytes = 256 * 1024; /* evictions too */
+    o->cache_bytes = 256 * 1024;     /* evictions too */
     o->manual_checkpoints = true;
 }
 
@@ -282,7 +285,8 @@ static struct case_result run_case(enum triekv_fsync mode, uint64_t nth, bool af
     rc = triekv_open(dir, &ro, &db);
     struct model content = {0};
     if (rc != KV_OK || !store_content(db, &content)) {
-        printf("    reopen after cut at %llu%s: %s\n", (unsigned long long)nth, after ? "+" : "", kv_strerror(rc));
+        printf("    reopen after cut at %llu%s: %s\n", (unsigned long long)nth, after ? "+" : "",
+               kv_strerror(rc));
         cr.ok = false;
     } else {
         int hi = inflight ? acked + 1 : acked;
@@ -303,7 +307,8 @@ static struct case_result run_case(enum triekv_fsync mode, uint64_t nth, bool af
         cr.ok = triekv_close(db) == KV_OK && cr.ok;
         db = NULL;
         struct model again = {0};
-        cr.ok = cr.ok && triekv_open(dir, &ro, &db) == KV_OK && store_content(db, &again) && same(&again, &content);
+        cr.ok = cr.ok && triekv_open(dir, &ro, &db) == KV_OK && store_content(db, &again) &&
+                same(&again, &content);
         if (!cr.ok)
             printf("    cut at %llu%s: recovered store misbehaves afterwards\n", (unsigned long long)nth,
                    after ? "+" : "");
@@ -320,12 +325,13 @@ static void sweep(enum triekv_fsync mode, uint64_t seed, int *cases)
     make_workload(seed);
     struct case_result full = run_case(mode, 0, false, seed);
     CHECK(full.ok);
-    printf("    %s: %llu durability points per run (%llu fdatasync, %llu directory fsync, %llu rename; %llu splits, "
+    printf("    %s: %llu durability points per run (%llu fdatasync, %llu directory fsync, %llu rename; %llu "
+           "splits, "
            "%llu compactions, %llu checkpoints, %llu log segments at the end)\n",
            triekv_fsync_name(mode), (unsigned long long)full.points, (unsigned long long)full.syncs,
-           (unsigned long long)full.dirsyncs, (unsigned long long)full.renames, (unsigned long long)full.st.splits,
-           (unsigned long long)full.st.compactions, (unsigned long long)full.st.checkpoints,
-           (unsigned long long)full.st.wal_segments);
+           (unsigned long long)full.dirsyncs, (unsigned long long)full.renames,
+           (unsigned long long)full.st.splits, (unsigned long long)full.st.compactions,
+           (unsigned long long)full.st.checkpoints, (unsigned long long)full.st.wal_segments);
     CHECK(full.st.splits > 0 && full.st.compactions > 0 && full.st.checkpoints > 3);
     int failures = 0;
     for (uint64_t n = 1; n <= full.points && failures < 5; n++) {
@@ -384,7 +390,8 @@ static bool ioerr_case(unsigned kinds, int err, uint64_t nth, struct ioerr_stats
             if (failed < 0)
                 acked = b + 1;
             else
-                ok = false, printf("    call %llu: write %d succeeded on a read-only store\n", (unsigned long long)nth, b);
+                ok = false, printf("    call %llu: write %d succeeded on a read-only store\n",
+                                   (unsigned long long)nth, b);
         } else if (failed < 0) {
             failed = b;
             ok = rc == err || rc == KV_E_READONLY;
@@ -406,7 +413,8 @@ static bool ioerr_case(unsigned kinds, int err, uint64_t nth, struct ioerr_stats
                 continue;
             }
         } else if (rc != KV_E_READONLY) {
-            printf("    call %llu: write %d after the failure: %s\n", (unsigned long long)nth, b, kv_strerror(rc));
+            printf("    call %llu: write %d after the failure: %s\n", (unsigned long long)nth, b,
+                   kv_strerror(rc));
             ok = false;
         }
         if (ok && workload[b].checkpoint_after && failed < 0) {
@@ -427,8 +435,8 @@ static bool ioerr_case(unsigned kinds, int err, uint64_t nth, struct ioerr_stats
     struct model content = {0};
     bool reopened = triekv_open(dir, &ro, &db) == KV_OK && store_content(db, &content);
     if (!reopened || !matches_prefix(&content, acked, acked + (failed >= 0 ? 1 : 0))) {
-        printf("    %s on call %llu: reopened content is not the acknowledged state (%d batches)\n", kv_strerror(err),
-               (unsigned long long)nth, acked);
+        printf("    %s on call %llu: reopened content is not the acknowledged state (%d batches)\n",
+               kv_strerror(err), (unsigned long long)nth, acked);
         ok = false;
     } else if (failed >= 0 && !matches_prefix(&content, acked, acked)) {
         st->recovered_failed_batch++;
@@ -483,7 +491,8 @@ int main(void)
         make_workload(seed);
         uint64_t n = strtoull(one, NULL, 10);
         bool after = strchr(one, '+') != NULL;
-        struct case_result cr = run_case(TRIEKV_FSYNC_STRICT, n, after, seed * 1000003 + n * 2 + (uint64_t)after);
+        struct case_result cr =
+            run_case(TRIEKV_FSYNC_STRICT, n, after, seed * 1000003 + n * 2 + (uint64_t)after);
         printf("case %s: %s\n", one, cr.ok ? "ok" : "FAILED");
         return cr.ok ? 0 : 1;
     }

@@ -21,12 +21,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static struct kv_slice S(const char *s)
-{
+static struct kv_slice S(const char *s) {
     return kv_slice_make(s, strlen(s));
 }
 
-static void small_options(struct triekv_options *o, enum triekv_fsync mode, uint64_t page)
+static void
+small_options(struct triekv_options *o, enum triekv_fsync mode, uint64_t page)
 {
     triekv_options_init(o);
     o->fsync = mode;
@@ -89,7 +89,8 @@ static bool models_equal(const struct model *a, const struct model *b)
     if (a->n != b->n)
         return false;
     for (size_t i = 0; i < a->n; i++) {
-        if (model_cmp(a->v[i].key, a->v[i].klen, b->v[i].key, b->v[i].klen) != 0 || a->v[i].vlen != b->v[i].vlen ||
+        if (model_cmp(a->v[i].key, a->v[i].klen, b->v[i].key, b->v[i].klen) != 0 ||
+            a->v[i].vlen != b->v[i].vlen ||
             (a->v[i].vlen && memcmp(a->v[i].val, b->v[i].val, a->v[i].vlen) != 0))
             return false;
     }
@@ -456,7 +457,8 @@ static bool paged_equals(struct triekv *db, struct triekv_range r, const struct 
     return ok;
 }
 
-static void model_slice(const struct model *m, struct kv_slice lo, struct kv_slice hi, bool has_hi, struct model *out)
+static void model_slice(const struct model *m, struct kv_slice lo, struct kv_slice hi, bool has_hi,
+                        struct model *out)
 {
     for (size_t i = 0; i < m->n; i++) {
         struct kv_slice k = kv_slice_make(m->v[i].key, m->v[i].klen);
@@ -478,7 +480,8 @@ static void test_scan_ranges(void)
         random_key(a, &an);
         random_key(b, &bn);
         if (kv_slice_cmp(kv_slice_make(a, an), kv_slice_make(b, bn)) > 0) {
-            struct triekv_range bad = {.start = kv_slice_make(a, an), .end = kv_slice_make(b, bn), .has_end = true};
+            struct triekv_range bad = {
+                .start = kv_slice_make(a, an), .end = kv_slice_make(b, bn), .has_end = true};
             struct page_collect c = {0};
             CHECK_RC(triekv_scan(db, &bad, page_visit, &c, NULL), KV_E_INVALID);
             uint8_t t[64];
@@ -595,8 +598,8 @@ static void *counter_main(void *arg)
         }
         n++;
         struct triekv_batch *b = triekv_batch_create();
-        triekv_batch_put(b, S("counter"), kv_slice_make(&n, sizeof n), ver ? TRIEKV_IF_VERSION : TRIEKV_IF_ABSENT,
-                         ver);
+        triekv_batch_put(b, S("counter"), kv_slice_make(&n, sizeof n),
+                         ver ? TRIEKV_IF_VERSION : TRIEKV_IF_ABSENT, ver);
         int rc = triekv_write(c->db, b, NULL);
         triekv_batch_destroy(b);
         if (rc == KV_OK)
@@ -728,7 +731,8 @@ static void test_async_writes(void)
         struct triekv_batch *b = triekv_batch_create();
         char k[16];
         int kn = snprintf(k, sizeof k, "a%d", i);
-        triekv_batch_put(b, kv_slice_make(k, (size_t)kn), S("v"), i == 7 ? TRIEKV_IF_PRESENT : TRIEKV_IF_ANY, 0);
+        triekv_batch_put(b, kv_slice_make(k, (size_t)kn), S("v"), i == 7 ? TRIEKV_IF_PRESENT : TRIEKV_IF_ANY,
+                         0);
         triekv_write_async(db, b, async_done, &a);
     }
     pthread_mutex_lock(&a.mu);
@@ -906,7 +910,8 @@ static void largest_partition(const char *dir, char *out, size_t cap)
         char full[1024];
         struct stat st;
         snprintf(full, sizeof full, "%s/%s", dir, de->d_name);
-        if (len > 4 && strcmp(de->d_name + len - 4, ".dat") == 0 && stat(full, &st) == 0 && st.st_size > best) {
+        if (len > 4 && strcmp(de->d_name + len - 4, ".dat") == 0 && stat(full, &st) == 0 &&
+            st.st_size > best) {
             best = st.st_size;
             snprintf(out, cap, "%s", full);
         }
@@ -1041,7 +1046,7 @@ static void cache_budget_child(void)
     CHECK(st.cache_bytes <= st.cache_budget_bytes + 2 * 2 * 64 * 1024); /* at most a page or two over */
     CHECK(st.cache_evictions > 100);
     CHECK(st.cache_misses > 0 && st.cache_hits > 0);
-#ifndef __SANITIZE_ADDRESS__ /* ASan's shadow memory and quarantine make RSS meaningless */
+#ifndef __SANITIZE_ADDRESS__   /* ASan's shadow memory and quarantine make RSS meaningless */
     CHECK(rss1 < (24u << 20)); /* near the 4 MB budget, nowhere near the 40 MB of data */
 #endif
     CHECK_OK(triekv_close(db));

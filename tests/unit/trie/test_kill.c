@@ -22,8 +22,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define THREADS 4
-#define ROUNDS  20
+#define THREADS  4
+#define ROUNDS   20
 #define KEYSPACE 2000
 
 struct ack {
@@ -138,8 +138,8 @@ static bool same(const struct model *a, const struct model *b)
     if (a->n != b->n)
         return false;
     for (size_t i = 0; i < a->n; i++) {
-        if (model_cmp(a->v[i].key, a->v[i].klen, b->v[i].key, b->v[i].klen) != 0 || a->v[i].vlen != b->v[i].vlen ||
-            memcmp(a->v[i].val, b->v[i].val, a->v[i].vlen) != 0)
+        if (model_cmp(a->v[i].key, a->v[i].klen, b->v[i].key, b->v[i].klen) != 0 ||
+            a->v[i].vlen != b->v[i].vlen || memcmp(a->v[i].val, b->v[i].val, a->v[i].vlen) != 0)
             return false;
     }
     return true;
@@ -224,8 +224,8 @@ static void test_sigkill_rounds(void)
             total_acked += acked[t] - done[t];
             int held = ops_held(db, t, acked[t]);
             if (held < 0)
-                printf("    round %d thread %d: store is not the state after %d acknowledged operations\n", round, t,
-                       acked[t]);
+                printf("    round %d thread %d: store is not the state after %d acknowledged operations\n",
+                       round, t, acked[t]);
             CHECK(held >= 0);
             if (held > acked[t])
                 in_flight_kept++;
@@ -235,8 +235,8 @@ static void test_sigkill_rounds(void)
         if (harness_failed())
             break;
     }
-    printf("    %d rounds, %d acknowledged batches checked, %d in-flight batches found durable\n", ROUNDS, total_acked,
-           in_flight_kept);
+    printf("    %d rounds, %d acknowledged batches checked, %d in-flight batches found durable\n", ROUNDS,
+           total_acked, in_flight_kept);
     CHECK(total_acked > ROUNDS * THREADS); /* the child really wrote between kills */
     harness_rmdir(dir);
 }

@@ -13,13 +13,13 @@
 #include <string.h>
 #include <unistd.h>
 
-static struct kv_slice S(const char *s)
-{
+static struct kv_slice S(const char *s) {
     return kv_slice_make(s, strlen(s));
 }
 
 /* manual: no background checkpoint drops the log a test is about to read */
-static struct triekv *open_dir(const char *dir, uint64_t segment, bool manual)
+static struct triekv *
+open_dir(const char *dir, uint64_t segment, bool manual)
 {
     struct triekv_options o;
     triekv_options_init(&o);
@@ -400,7 +400,8 @@ static void test_epochs(void)
 
     /* a damaged history refuses to open rather than vouch for anything */
     CHECK_OK(triekv_close(a));
-    snprintf(cmd, sizeof cmd, "printf 'XXXX' | dd of='%s/EPOCHS' bs=1 seek=20 conv=notrunc 2>/dev/null", dir_a);
+    snprintf(cmd, sizeof cmd, "printf 'XXXX' | dd of='%s/EPOCHS' bs=1 seek=20 conv=notrunc 2>/dev/null",
+             dir_a);
     CHECK(system(cmd) == 0);
     struct triekv_options o;
     triekv_options_init(&o);
