@@ -20,8 +20,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define ACCEPTS_PER_WAKEUP 16 /* bounded work per listener wake-up; level-triggered polling wakes us again   \
-                               */
+#define ACCEPTS_PER_WAKEUP                                                                                   \
+    16 /* bounded work per listener wake-up; level-triggered polling wakes us again                          \
+        */
 
 /* Upper bounds of the latency buckets, in microseconds (the last bucket is +Inf). */
 static const uint64_t bucket_us[KV_HTTP_HIST_BUCKETS] = {50,     100,     250,     500,     1000,   2500,
@@ -854,6 +855,11 @@ void kv_http_stop(struct kv_http_server *s)
     atomic_store(&s->stopping, true);
     for (int i = 0; i < s->nthreads; i++)
         h2o_multithread_send_message(&kv_http_thread_at(s, i)->wake_rx, NULL);
+    /* with every loop's copy closed too (the first thing a loop does when it drains), the port is
+     * closed: new connections are refused at once instead of waiting in the backlog */
+    if (s->listen_fd >= 0)
+        close(s->listen_fd);
+    s->listen_fd = -1;
     for (int i = 0; i < s->nthreads; i++)
         pthread_join(kv_http_thread_at(s, i)->tid, NULL);
 }

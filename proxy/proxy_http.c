@@ -36,6 +36,11 @@ static void on_req(struct kv_http_thread *kth, h2o_req_t *req)
     struct proxy_req *r = h2o_mem_alloc_pool(&req->pool, sizeof *r);
     *r = (struct proxy_req){
         .h = {.req = req, .th = kth, .ep = KV_EP_OTHER, .start_ns = kv_now_ns()}, .th = th, .px = th->px};
+    if (req->headers.size > PROXY_CLIENT_HEADERS_MAX) { /* the proxy adds its own: keep under a node's 100 */
+        kv_http_error(&r->h, 400, "bad_request", "at most %d header lines through the proxy, got %zu",
+                      PROXY_CLIENT_HEADERS_MAX, req->headers.size);
+        return;
+    }
     uint64_t seq;
     if (kv_api_is_read(req) && kv_api_min_seq(req, &seq) != 0) { /* checked here: mains never see it */
         kv_http_error(&r->h, 400, "bad_request", "X-Triekv-Min-Seq must be a sequence number");

@@ -26,18 +26,18 @@
 #include "common/kv_http.h"
 #include "proxy/proxy.h"
 
-#define PROXY_VERSION           "0.1.0"
-#define PROXY_COMPONENT         "proxy"
-#define PROXY_SHARDS_MAX        256
-#define PROXY_REPLICAS_MAX      16
-#define PROXY_BACKENDS_MAX      (PROXY_SHARDS_MAX * (1 + PROXY_REPLICAS_MAX))
-#define PROXY_URL_MAX           256
-#define PROXY_SHARD_NAME_MAX    64
-#define PROXY_DRAIN_MS          10000
-#define PROXY_POOL_IDLE_MS      2000         /* idle upstream connections close after this */
-#define PROXY_IDLE_PER_BACKEND  64           /* idle connections a loop keeps per backend */
-#define PROXY_STREAM_BUFFER_MAX (256u << 10) /* upstream bytes held for a slow client before reading pauses  \
-                                              */
+#define PROXY_VERSION            "0.1.0"
+#define PROXY_COMPONENT          "proxy"
+#define PROXY_SHARDS_MAX         256
+#define PROXY_REPLICAS_MAX       16
+#define PROXY_BACKENDS_MAX       (PROXY_SHARDS_MAX * (1 + PROXY_REPLICAS_MAX))
+#define PROXY_URL_MAX            256
+#define PROXY_SHARD_NAME_MAX     64
+#define PROXY_DRAIN_MS           10000
+#define PROXY_POOL_IDLE_MS       2000         /* idle upstream connections close after this */
+#define PROXY_IDLE_PER_BACKEND   64           /* idle connections a loop keeps per backend */
+#define PROXY_CLIENT_HEADERS_MAX 90           /* header lines a client may send (a node takes 100) */
+#define PROXY_STREAM_BUFFER_MAX  (256u << 10) /* answer bytes held for a slow client */
 
 /* ---- configuration (proxy_config.c) ------------------------------------------------------------ */
 

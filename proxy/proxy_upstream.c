@@ -35,6 +35,7 @@
 
 #include <errno.h>
 #include <netdb.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -702,6 +703,11 @@ static void connect_to(struct upstream *u, struct sockaddr *addr, socklen_t len)
         return;
     }
     c->sock->data = c;
+    /* The kernel's receive buffer would grow to megabytes on a fast link, and every read drains
+     * it: capped, a slow client's answer costs the proxy about PROXY_STREAM_BUFFER_MAX in user
+     * space plus this much in the kernel. */
+    int rcvbuf = (int)PROXY_STREAM_BUFFER_MAX;
+    setsockopt(h2o_socket_get_fd(c->sock), SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf);
 }
 
 static void on_getaddr(h2o_hostinfo_getaddr_req_t *req, const char *errstr, struct addrinfo *res, void *data)
