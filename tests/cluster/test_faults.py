@@ -5,6 +5,7 @@ Then the resync cases of repl.h / repl_send.c: /stats during a resync, a replica
 holding batches its main lost, a replica or main killed mid-snapshot, writes racing a slow snapshot,
 and the sender's backoff against a replica that answers every batch 409."""
 import json
+import random
 import shutil
 import time
 
@@ -567,3 +568,30 @@ def test_sender_backs_off_on_repeated_gaps(cluster):
     finally:
         cluster.nodes[-1].stop()
         fake.stop()
+
+
+def test_values_of_max_value_size_replicate_streamed_and_in_snapshots(cluster):
+    """repl.h: a value of max_value_size replicates like any other, in the stream (one record per
+    request, however large) and in a snapshot (one item alone in its chunk)."""
+    rep = cluster.replica()
+    main = cluster.main([rep.repl_url], args=SMALL_LOG)
+    big = bytes(random.Random(3).randrange(256) for _ in range(1 << 16)) * 1024  # 64 MiB: the default limit
+    assert len(big) == 64 << 20
+    r = main.put("/kv/big-streamed", data=big)
+    assert r.status_code == 200, r.text
+    assert main.put("/kv/after", data=b"small").status_code == 200
+    wait_converged(main, [rep], timeout=120)
+    got = rep.get("/kv/big-streamed", timeout=120)
+    assert got.status_code == 200 and got.content == big, "the replica has %d of %d bytes" % (len(got.content), len(big))
+    # the replica away while the log it needs is dropped: it comes back through a snapshot
+    rep.stop()
+    assert main.put("/kv/big-snapshotted", data=big[::-1]).status_code == 200
+    bulk_fill(main, b"while-down", 2 * 1024 * 1024)
+    time.sleep(1.0)  # a few checkpoint intervals: the log is gone
+    rep.start()
+    wait_until(lambda: (rep.repl_maybe() or {}).get("snapshots", 0) >= 1, 120, "a snapshot")
+    wait_converged(main, [rep], timeout=120, what="after the snapshot")
+    for key, value in ((b"big-streamed", big), (b"big-snapshotted", big[::-1])):
+        got = rep.get("/kv/" + pkey(key), timeout=120)
+        assert got.status_code == 200 and got.content == value, key
+    assert rep.repl()["snapshots"] == 1
