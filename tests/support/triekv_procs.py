@@ -49,11 +49,21 @@ STOP_TIMEOUT = 20.0
 
 # ---- keys and values ----------------------------------------------------------------------------
 
+_ports_given = set()
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A TCP port on 127.0.0.1 that is free right now and that this process has not handed out
+    before: the kernel may give a just-closed port back at once, and a node's port and its
+    replication port asked for one after the other must differ."""
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _ports_given:
+            _ports_given.add(port)
+            return port
+    raise RuntimeError("no free port that was not handed out before")
 
 
 def b64(data):
