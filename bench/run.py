@@ -65,6 +65,19 @@ def parse_tsv(text):
     return out
 
 
+def repeat_plan(section, nruns, plan, measure):
+    """Runs every (name, *args) of plan in order, nruns times over, measure(*args) giving each
+    result: a list of {name: result}, one per run, for medians()."""
+    runs = []
+    for r in range(nruns):
+        res = {}
+        for name, *a in plan:
+            print("%s: run %d/%d: %s" % (section, r + 1, nruns, name), flush=True)
+            res[name] = measure(*a)
+        runs.append(res)
+    return runs
+
+
 def medians(runs):
     names = sorted({n for r in runs for n in r})
     res = {}
@@ -347,13 +360,7 @@ def http_section(args):
             plan.append(("triekv_strict_" + mode, url_str, tkv, [mode, str(HTTP_KEYS)]))
             plan.append(("webdis_" + mode, url_peer, wdl, [mode, str(HTTP_KEYS)]))
         plan.append(("webdis_aof_post", url_peer_aof, wdl, ["post", str(HTTP_KEYS)]))
-        runs = []
-        for r in range(args.runs):
-            res = {}
-            for name, url, script, a in plan:
-                print("http: run %d/%d: %s" % (r + 1, args.runs, name), flush=True)
-                res[name] = wrk(url, script, a, secs)
-            runs.append(res)
+        runs = repeat_plan("http", args.runs, plan, lambda url, script, a: wrk(url, script, a, secs))
     finally:
         for p in procs:
             p.stop()
@@ -587,13 +594,10 @@ def proxy_section(args):
             for via, url in (("direct", url_node), ("proxy", url_proxy)):
                 plan.append(("%s_%s" % (via, mode), url, [mode, str(HTTP_KEYS)], 32))
                 plan.append(("%s_%s_1conn" % (via, mode), url, [mode, str(HTTP_KEYS)], 1))
-        runs = []
-        for r in range(args.runs):
-            res = {}
-            for name, url, a, conns in plan:  # direct and proxy alternate within every run
-                print("proxy: run %d/%d: %s" % (r + 1, args.runs, name), flush=True)
-                res[name] = wrk(url, tkv, a, secs, conns=conns, watch={"node": node.p.pid, "proxy": proxy.p.pid})
-            runs.append(res)
+        watch = {"node": node.p.pid, "proxy": proxy.p.pid}
+        # direct and proxy alternate within every run
+        runs = repeat_plan("proxy", args.runs, plan,
+                           lambda url, a, conns: wrk(url, tkv, a, secs, conns=conns, watch=watch))
     finally:
         for p in procs:
             p.stop()

@@ -99,6 +99,21 @@ static int keys_body(struct node_req *r, json_t **root, json_t **arr)
     return 0;
 }
 
+/* The start of POST /bulk and /bulk/delete: the query (only ?encoding=) and the role. Non-zero:
+ * answered already. */
+static int bulk_write_start(struct node_req *r, bool *b64)
+{
+    struct kv_http_query q;
+    if (kv_http_query_parse(&r->h, &q) != 0 || kv_http_query_encoding(&r->h, &q, b64) != 0 ||
+        kv_http_query_check_unused(&r->h, &q) != 0)
+        return -1;
+    if (r->node->cfg.is_replica) {
+        node_reply_replica_write(r);
+        return -1;
+    }
+    return 0;
+}
+
 /* ---- POST /bulk ------------------------------------------------------------------------------- */
 
 static void bulk_done(struct node_req *r, int rc, const struct triekv_write_result *res, const void *arg)
@@ -116,15 +131,9 @@ static void bulk_done(struct node_req *r, int rc, const struct triekv_write_resu
 void node_handle_bulk(struct kv_http_req *h)
 {
     struct node_req *r = (struct node_req *)h;
-    struct kv_http_query q;
     bool b64;
-    if (kv_http_query_parse(&r->h, &q) != 0 || kv_http_query_encoding(&r->h, &q, &b64) != 0 ||
-        kv_http_query_check_unused(&r->h, &q) != 0)
+    if (bulk_write_start(r, &b64) != 0)
         return;
-    if (r->node->cfg.is_replica) {
-        node_reply_replica_write(r);
-        return;
-    }
     json_t *root;
     if (body_json(r, &root) != 0)
         return;
@@ -201,15 +210,9 @@ static void bulk_delete_done(struct node_req *r, int rc, const struct triekv_wri
 void node_handle_bulk_delete(struct kv_http_req *h)
 {
     struct node_req *r = (struct node_req *)h;
-    struct kv_http_query q;
     bool b64;
-    if (kv_http_query_parse(&r->h, &q) != 0 || kv_http_query_encoding(&r->h, &q, &b64) != 0 ||
-        kv_http_query_check_unused(&r->h, &q) != 0)
+    if (bulk_write_start(r, &b64) != 0)
         return;
-    if (r->node->cfg.is_replica) {
-        node_reply_replica_write(r);
-        return;
-    }
     json_t *root, *arr;
     if (keys_body(r, &root, &arr) != 0)
         return;

@@ -70,6 +70,43 @@ int trie_file_replace(struct triekv *db, const char *name, const void *buf, size
     return rc;
 }
 
+int trie_file_read_all(struct triekv *db, int dirfd, const char *name, uint8_t **buf, uint64_t *size)
+{
+    int fd;
+    int rc = db->io->openat(db->io->ctx, dirfd, name, O_RDONLY, 0, &fd);
+    if (rc != 0)
+        return rc;
+    uint64_t len;
+    rc = db->io->fsize(db->io->ctx, fd, &len);
+    uint8_t *b = NULL;
+    size_t got = 0;
+    if (rc == 0) {
+        b = kv_malloc(len ? len : 1);
+        rc = db->io->pread(db->io->ctx, fd, b, len, 0, &got);
+    }
+    db->io->close(db->io->ctx, fd);
+    if (rc != 0) {
+        free(b);
+        return rc;
+    }
+    *buf = b;
+    *size = got;
+    return KV_OK;
+}
+
+int trie_file_truncate(struct triekv *db, int dirfd, const char *name, uint64_t at)
+{
+    int fd;
+    int rc = db->io->openat(db->io->ctx, dirfd, name, O_WRONLY, 0, &fd);
+    if (rc != 0)
+        return rc;
+    rc = db->io->ftruncate(db->io->ctx, fd, at);
+    if (rc == 0)
+        rc = db->io->fdatasync(db->io->ctx, fd);
+    int rc2 = db->io->close(db->io->ctx, fd);
+    return rc ? rc : rc2;
+}
+
 int trie_ckpt_record(struct triekv *db, uint64_t seq)
 {
     uint8_t rec[TRIE_CKPT_LEN];

@@ -509,6 +509,11 @@ int trie_epoch_load(struct triekv *db);
 /* Replaces the small file name in the store's directory whole: a temporary file, written and
  * fdatasynced, renamed over name, then a directory fsync (CHECKPOINT, EPOCHS, RESYNC). */
 int trie_file_replace(struct triekv *db, const char *name, const void *buf, size_t len);
+/* Reads the whole file name of directory dirfd into a fresh buffer (*buf, freed by the caller;
+ * *size is what was read: a file that shrank under us reads short, and its records decide). */
+int trie_file_read_all(struct triekv *db, int dirfd, const char *name, uint8_t **buf, uint64_t *size);
+/* Cuts the file name of directory dirfd to at bytes and fdatasyncs it (a torn tail at open). */
+int trie_file_truncate(struct triekv *db, int dirfd, const char *name, uint64_t at);
 /* Writes the CHECKPOINT file atomically. */
 int trie_ckpt_record(struct triekv *db, uint64_t seq);
 int trie_ckpt_read(struct triekv *db, uint64_t *seq);

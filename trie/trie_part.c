@@ -69,50 +69,6 @@ static bool valid_record_after(const uint8_t *buf, uint64_t from, uint64_t size)
     return false;
 }
 
-static int cut_tail(struct triekv *db, const char *name, uint64_t at, uint64_t size)
-{
-    int fd;
-    int rc = db->io->openat(db->io->ctx, db->dirfd, name, O_WRONLY, 0, &fd);
-    if (rc != 0)
-        return rc;
-    rc = db->io->ftruncate(db->io->ctx, fd, at);
-    if (rc == 0)
-        rc = db->io->fdatasync(db->io->ctx, fd);
-    int rc2 = db->io->close(db->io->ctx, fd);
-    if (rc == 0)
-        rc = rc2;
-    if (rc == 0)
-        trie_log(db, KV_LOG_WARN, "cut torn tail of partition log %s: %llu of %llu bytes dropped", name,
-                 (unsigned long long)(size - at), (unsigned long long)size);
-    return rc;
-}
-
-static int read_file(struct triekv *db, const char *name, uint8_t **buf_out, uint64_t *size_out)
-{
-    int fd;
-    int rc = db->io->openat(db->io->ctx, db->dirfd, name, O_RDONLY, 0, &fd);
-    if (rc != 0)
-        return rc;
-    uint64_t size;
-    rc = db->io->fsize(db->io->ctx, fd, &size);
-    uint8_t *buf = NULL;
-    if (rc == 0) {
-        buf = kv_malloc(size ? size : 1);
-        size_t got;
-        rc = db->io->pread(db->io->ctx, fd, buf, size, 0, &got);
-        if (rc == 0)
-            size = got; /* a file that shrank under us reads short: the records decide */
-    }
-    db->io->close(db->io->ctx, fd);
-    if (rc != 0) {
-        free(buf);
-        return rc;
-    }
-    *buf_out = buf;
-    *size_out = size;
-    return KV_OK;
-}
-
 static bool key_in_partition(const struct trie_node *n, const uint8_t *key, uint32_t klen)
 {
     return klen >= n->plen && memcmp(key, n->prefix, n->plen) == 0;
@@ -147,7 +103,7 @@ int trie_part_load(struct triekv *db, struct trie_node *n, struct trie_page **ou
     trie_part_name(n->prefix, n->plen, false, &name);
     uint8_t *buf = NULL;
     uint64_t size = 0, off = 0;
-    int rc = read_file(db, (const char *)name.ptr, &buf, &size);
+    int rc = trie_file_read_all(db, db->dirfd, (const char *)name.ptr, &buf, &size);
     if (rc == ENOENT)
         rc = KV_E_CORRUPT; /* the trie says the log exists */
     if (rc == KV_OK)
@@ -161,7 +117,10 @@ int trie_part_load(struct triekv *db, struct trie_node *n, struct trie_page **ou
                 rc = KV_E_CORRUPT;
                 break;
             }
-            rc = cut_tail(db, (const char *)name.ptr, off, size);
+            rc = trie_file_truncate(db, db->dirfd, (const char *)name.ptr, off);
+            if (rc == 0)
+                trie_log(db, KV_LOG_WARN, "cut torn tail of partition log %s: %llu of %llu bytes dropped",
+                         (const char *)name.ptr, (unsigned long long)(size - off), (unsigned long long)size);
             size = off;
             break;
         }

@@ -118,44 +118,6 @@ static bool valid_record_after(const uint8_t *buf, uint64_t from, uint64_t size)
     return false;
 }
 
-static int read_segment(struct triekv *db, const char *name, uint8_t **buf, uint64_t *size)
-{
-    int fd;
-    int rc = db->io->openat(db->io->ctx, db->waldirfd, name, O_RDONLY, 0, &fd);
-    if (rc != 0)
-        return rc;
-    rc = db->io->fsize(db->io->ctx, fd, size);
-    *buf = NULL;
-    if (rc == 0) {
-        *buf = kv_malloc(*size ? *size : 1);
-        size_t got;
-        rc = db->io->pread(db->io->ctx, fd, *buf, *size, 0, &got);
-        *size = got;
-    }
-    db->io->close(db->io->ctx, fd);
-    if (rc != 0) {
-        free(*buf);
-        *buf = NULL;
-    }
-    return rc;
-}
-
-static int cut_segment(struct triekv *db, const char *name, uint64_t at, uint64_t size)
-{
-    int fd;
-    int rc = db->io->openat(db->io->ctx, db->waldirfd, name, O_WRONLY, 0, &fd);
-    if (rc != 0)
-        return rc;
-    rc = db->io->ftruncate(db->io->ctx, fd, at);
-    if (rc == 0)
-        rc = db->io->fdatasync(db->io->ctx, fd);
-    int rc2 = db->io->close(db->io->ctx, fd);
-    if (rc == 0 && rc2 == 0)
-        trie_log(db, KV_LOG_WARN, "cut torn tail of commit log %s: %" PRIu64 " of %" PRIu64 " bytes dropped",
-                 name, size - at, size);
-    return rc ? rc : rc2;
-}
-
 /* State of a replay across segments. */
 struct replay {
     uint64_t from_seq; /* batches <= this are already in the partition logs */
@@ -173,7 +135,7 @@ static int replay_segment(struct triekv *db, uint32_t idx, struct replay *r)
     seg_name(seg->first_seq, name);
     uint8_t *buf;
     uint64_t size, off = 0;
-    int rc = read_segment(db, name, &buf, &size);
+    int rc = trie_file_read_all(db, db->waldirfd, name, &buf, &size);
     if (rc != 0)
         return rc;
     while (off < size) {
@@ -187,7 +149,11 @@ static int replay_segment(struct triekv *db, uint32_t idx, struct replay *r)
                 rc = KV_E_CORRUPT;
                 break;
             }
-            rc = cut_segment(db, name, off, size);
+            rc = trie_file_truncate(db, db->waldirfd, name, off);
+            if (rc == 0)
+                trie_log(db, KV_LOG_WARN,
+                         "cut torn tail of commit log %s: %" PRIu64 " of %" PRIu64 " bytes dropped", name,
+                         size - off, size);
             size = off;
             break;
         }
